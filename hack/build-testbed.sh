@@ -25,6 +25,7 @@ if all_built; then
   exit 0
 fi
 
+command -v go >/dev/null || { echo "Go is needed to build the test bed (go1.26 or newer)" >&2; exit 1; }
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 work=$(mktemp -d "$cache_root/build.XXXXXX" 2>/dev/null || { mkdir -p "$cache_root"; mktemp -d "$cache_root/build.XXXXXX"; })
 trap 'rm -rf "$work"' EXIT

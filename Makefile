@@ -1,0 +1,74 @@
+# Conveyor's front door. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+TESTBED := PYTHONPATH=hack $(PY) -m testbed
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the Python environment (.venv) with the dev tools
+
+.PHONY: testbed-deps
+testbed-deps: ## Install the system packages the test bed needs (rabbitmq-server, via apt)
+	@hack/install-deps.sh
+
+.PHONY: testbed-build
+testbed-build: ## Build (or find cached) etcd and the Kubernetes binaries, in ~/.cache/conveyor
+	@hack/build-testbed.sh >/dev/null
+
+.PHONY: testbed-up
+testbed-up: venv testbed-deps ## Start RabbitMQ and the Kubernetes control plane with its node agent (idempotent)
+	@$(TESTBED) up
+
+.PHONY: testbed-down
+testbed-down: ## Stop every part of the test bed; nothing of it keeps running or listening
+	@if [ -x $(PY) ]; then $(TESTBED) down; fi
+
+.PHONY: testbed-purge
+testbed-purge: ## Stop the test bed and delete its state (.testbed/)
+	@if [ -x $(PY) ]; then $(TESTBED) down --purge; fi
+
+.PHONY: testbed-env
+testbed-env: ## Print export lines for KUBECONFIG, CONVEYOR_AMQP_URL and kubectl's PATH (eval them)
+	@$(TESTBED) env
+
+.PHONY: testbed-status
+testbed-status: ## Show which parts of the test bed are running
+	@$(TESTBED) status
+
+.PHONY: test
+test: testbed-up ## Run every test (unit, integration, e2e) against the test bed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## Run the unit tests only (no test bed needed)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: crds
+crds: venv ## Generate the CRDs in crds/ from the pydantic models
+	$(PY) -m conveyor.crdgen crds
+
+.PHONY: lint
+lint: venv ## Check style and types: ruff and mypy --strict
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/mypy
+
+.PHONY: bench
+bench: venv ## Run the benchmarks in bench/ and print their tables
+	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
+
+.PHONY: demo
+demo: testbed-up ## The main job: bring everything up and run the example workflow end to end
+	@hack/demo.sh

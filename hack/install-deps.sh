@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test bed needs, when they are missing.
+set -euo pipefail
+missing=()
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "Installing ${missing[*]} with apt-get" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# Debian's package starts a system-wide node where systemd runs; the test bed runs its own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+  $sudo systemctl disable --now rabbitmq-server || true
+fi

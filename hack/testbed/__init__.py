@@ -1,0 +1,8 @@
+"""The Conveyor test bed: a real Kubernetes control plane and RabbitMQ as local processes.
+
+    python -m testbed up | down | env | status     (run with PYTHONPATH=hack)
+
+Every part listens on loopback only, on ports chosen at the first `up` and kept in the
+state directory (`$CONVEYOR_TESTBED_DIR`, default `<repo>/.testbed`), so two checkouts on one
+machine each have their own test bed.
+"""

@@ -1,0 +1,126 @@
+"""`python -m testbed up|down|env|status` (with PYTHONPATH=hack): the test bed's front door."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import controlplane, procs, rabbitmq
+from .layout import NODE_NAME, REPO, Paths, Ports, paths, ports
+
+
+def _venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def _agent_env(bin_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "CONVEYOR_AMQP_URL")}
+    env["PYTHONPATH"] = str(REPO / "hack")
+    env["PATH"] = os.pathsep.join([str(_venv_bin()), str(bin_dir), env.get("PATH", "")])
+    return env
+
+
+def _wait_cluster(p: Paths, ports_: Ports, timeout: float = 90) -> None:
+    from .rest import Rest
+
+    rest = Rest(controlplane.server_url(ports_), str(p.pki / "ca.crt"),
+                str(p.pki / "admin.crt"), str(p.pki / "admin.key"))
+
+    def node_ready() -> bool:
+        if procs.running_pid(p.pids, "nodeagent") is None:
+            raise RuntimeError(f"the node agent exited; see {p.logs / 'nodeagent.log'}")
+        node = rest.get(f"/api/v1/nodes/{NODE_NAME}")
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in node.get("status", {}).get("conditions", []))
+
+    procs.wait_until(node_ready, timeout, f"node {NODE_NAME}")
+    # The controller-manager is working once it has made the default ServiceAccount.
+    procs.wait_until(lambda: rest.get("/api/v1/namespaces/default/serviceaccounts/default"),
+                     timeout, "the default ServiceAccount (kube-controller-manager)")
+
+
+def up() -> None:
+    started = time.monotonic()
+    p = paths().ensure()
+    ports_ = ports()
+    bin_dir = controlplane.binaries()
+    built = time.monotonic()
+    rabbitmq.start(p, ports_)
+    controlplane.start_etcd(p, ports_, bin_dir)
+    controlplane.start_apiserver(p, ports_, bin_dir)
+    controlplane.wait_apiserver(p, ports_)
+    controlplane.start_controllers(p, bin_dir)
+    procs.start("nodeagent", [sys.executable, "-m", "testbed.nodeagent"], pids=p.pids,
+                logs=p.logs, state=p.root, env=_agent_env(bin_dir))
+    _wait_cluster(p, ports_)
+    rabbitmq.wait(p, ports_)
+    (p.root / "bin-dir").write_text(f"{bin_dir}\n")
+    print(f"Test bed up in {time.monotonic() - built:.1f}s "
+          f"(binaries ready after {built - started:.1f}s); state in {p.root}", file=sys.stderr)
+
+
+def down(purge: bool) -> None:
+    p = paths()
+    if not p.root.exists():
+        return
+    procs.stop(p.pids, "nodeagent", grace=40)
+    controlplane.stop(p)
+    rabbitmq.stop(p)
+    # Anything the test bed started and that outlived its parent (pods of a killed agent).
+    procs.terminate(procs.marked_processes(p.root), grace=5)
+    left = procs.marked_processes(p.root)
+    if left:
+        sys.exit(f"processes still running after testbed down: {left}")
+    if purge:
+        shutil.rmtree(p.root)
+    print(f"Test bed down{' and purged' if purge else ''}; state was in {p.root}",
+          file=sys.stderr)
+
+
+def env() -> None:
+    p = paths()
+    if not p.admin_kubeconfig.exists() or not p.amqp_url_file.exists():
+        sys.exit("the test bed has not been started: run `make testbed-up`")
+    print(f"export KUBECONFIG={p.admin_kubeconfig}")
+    print(f"export CONVEYOR_AMQP_URL='{p.amqp_url_file.read_text().strip()}'")
+    bin_dir = (p.root / "bin-dir").read_text().strip()
+    print(f'export PATH="{bin_dir}:$PATH"')
+
+
+def status() -> int:
+    p = paths()
+    names = ["epmd", "rabbitmq", "etcd", "kube-apiserver", "kube-controller-manager",
+             "kube-scheduler", "nodeagent"]
+    down_parts = 0
+    for name in names:
+        pid = procs.running_pid(p.pids, name) if p.root.exists() else None
+        down_parts += pid is None
+        print(f"{name:26} {'running pid ' + str(pid) if pid else 'stopped'}")
+    return 1 if down_parts else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="build (when cold) and start every part; idempotent")
+    d = sub.add_parser("down", help="stop every part; nothing is left running or listening")
+    d.add_argument("--purge", action="store_true", help="also delete the state directory")
+    sub.add_parser("env", help="print export lines for KUBECONFIG and CONVEYOR_AMQP_URL")
+    sub.add_parser("status", help="show which parts run")
+    args = parser.parse_args()
+    if args.command == "up":
+        up()
+    elif args.command == "down":
+        down(args.purge)
+    elif args.command == "env":
+        env()
+    else:
+        sys.exit(status())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The test bed's certificates, service-account keys and kubeconfigs, made once per state dir."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_VALIDITY = datetime.timedelta(days=3650)
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def _issue(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    *,
+    server_names: tuple[list[str], list[str]] | None = None,
+    client: bool = False,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + _VALIDITY)
+    )
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
+        )
+    else:
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        if server_names:
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+            dns, ips = server_names
+            sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+            sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), False)
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
+        )
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def ensure(pki: Path) -> None:
+    """Create the CA, the API server's serving cert, an admin client cert and the SA keys."""
+    if (pki / "done").exists():
+        return
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _issue(_name("conveyor-testbed-ca"), ca_key, None)
+    _write_key(pki / "ca.key", ca_key)
+    _write_cert(pki / "ca.crt", ca)
+
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+           "kubernetes.default.svc.cluster.local"]
+    server = _issue(_name("kube-apiserver"), server_key, (ca, ca_key),
+                    server_names=(dns, ["127.0.0.1", "10.0.0.1"]))
+    _write_key(pki / "apiserver.key", server_key)
+    _write_cert(pki / "apiserver.crt", server)
+
+    admin_key = ec.generate_private_key(ec.SECP256R1())
+    admin = _issue(_name("conveyor-testbed-admin", "system:masters"), admin_key, (ca, ca_key),
+                   client=True)
+    _write_key(pki / "admin.key", admin_key)
+    _write_cert(pki / "admin.crt", admin)
+
+    # Service-account tokens are signed with RSA, which every client library verifies.
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_key(pki / "sa.key", sa_key)
+    (pki / "sa.pub").write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (pki / "done").write_text("ok\n")
+
+
+def kubeconfig(server: str, ca: Path, user: dict[str, str], name: str = "conveyor-testbed") -> str:
+    """A kubeconfig for `server` with the given user entry (client cert or token)."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": server,
+                                                    "certificate-authority": str(ca)}}],
+            "users": [{"name": name, "user": user}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name,
+                                                    "namespace": "default"}}],
+            "current-context": name,
+        },
+        sort_keys=False,
+    )

@@ -1,0 +1,101 @@
+"""Session fixtures: the test bed (or the cluster KUBECONFIG names), a vhost per session and
+a namespace per test.
+
+Set CONVEYOR_TEST_USE_KUBECONFIG=1 to run against the cluster that KUBECONFIG names and the
+broker that CONVEYOR_AMQP_URL names instead of the local test bed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HACK = REPO / "hack"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    amqp_url: str
+    bin_dir: Path | None  # kubectl's folder, when the test bed built it
+
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess (kubectl, the CLI) that talks to this cluster."""
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), CONVEYOR_AMQP_URL=self.amqp_url)
+        if self.bin_dir is not None:
+            env["PATH"] = f"{self.bin_dir}{os.pathsep}{env['PATH']}"
+        return env
+
+
+def _external() -> bool:
+    return os.environ.get("CONVEYOR_TEST_USE_KUBECONFIG") == "1"
+
+
+def _testbed(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "testbed", *args],
+        env=dict(os.environ, PYTHONPATH=str(HACK)), check=True, stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The cluster under test; the local test bed is brought up once (idempotent)."""
+    if _external():
+        kubeconfig = os.environ.get("KUBECONFIG")
+        amqp = os.environ.get("CONVEYOR_AMQP_URL")
+        if not kubeconfig or not amqp:
+            pytest.exit("CONVEYOR_TEST_USE_KUBECONFIG=1 needs KUBECONFIG and CONVEYOR_AMQP_URL",
+                        returncode=2)
+        return Cluster(Path(kubeconfig), amqp, None)
+    _testbed("up")
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in _testbed("env").splitlines()
+    )
+    bin_dir = Path(exports["PATH"].strip('"').split(":", 1)[0])
+    return Cluster(Path(exports["KUBECONFIG"]), exports["CONVEYOR_AMQP_URL"].strip("'"), bin_dir)
+
+
+@pytest.fixture(scope="session")
+def amqp_url(cluster: Cluster) -> Iterator[str]:
+    """A vhost of this test session's own, so runs never see each other's queues."""
+    if _external():
+        yield cluster.amqp_url
+        return
+    sys.path.insert(0, str(HACK))
+    from testbed import rabbitmq
+    from testbed.layout import paths, ports
+
+    vhost = f"test-{secrets.token_hex(4)}"
+    url = rabbitmq.add_vhost(paths(), ports(), vhost)
+    yield url
+    rabbitmq.delete_vhost(paths(), ports(), vhost)
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: Cluster):  # type: ignore[no-untyped-def]
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+@pytest.fixture
+def namespace(api_client, request: pytest.FixtureRequest) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    stem = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40]
+    name = f"t-{stem.strip('-')}-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"conveyor.dev/test": "true"}}})
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")

@@ -1,0 +1,159 @@
+"""The node agent behaves like a kubelet where the tests depend on it: env resolution, missing
+commands, restart policies, exit codes and restart counts, deletion with a grace period."""
+
+from __future__ import annotations
+
+import base64
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from support.kube import container_state, pod_manifest, python_container, local_testbed_only
+from support.waiting import eventually
+
+pytestmark = [pytest.mark.e2e, local_testbed_only]
+
+ENV_SCRIPT = textwrap.dedent("""
+    import json, os, pathlib
+    keys = ["LITERAL", "EXPANDED", "FROM_SECRET", "FROM_CONFIGMAP", "POD_NAME", "POD_IP",
+            "CFG_colour", "KUBECONFIG"]
+    pathlib.Path(os.environ["OUT"]).write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+""")
+
+
+def _pod(core: client.CoreV1Api, namespace: str, name: str):  # type: ignore[no-untyped-def]
+    return core.read_namespaced_pod(name, namespace)
+
+
+def test_env_comes_from_literals_secrets_configmaps_and_the_downward_api(
+    api_client, namespace, tmp_path: Path
+):
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_secret(namespace, {
+        "metadata": {"name": "creds"},
+        "data": {"password": base64.b64encode(b"s3cret").decode()},
+    })
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "settings"},
+                                                  "data": {"colour": "blue"}})
+    out = tmp_path / "env.json"
+    env = [
+        {"name": "OUT", "value": str(out)},
+        {"name": "LITERAL", "value": "plain"},
+        {"name": "EXPANDED", "value": "$(LITERAL)-and-more"},
+        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "creds",
+                                                               "key": "password"}}},
+        {"name": "FROM_CONFIGMAP", "valueFrom": {"configMapKeyRef": {"name": "settings",
+                                                                     "key": "colour"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "env", [python_container("main", ENV_SCRIPT, env=env,
+                                 envFrom=[{"prefix": "CFG_",
+                                           "configMapRef": {"name": "settings"}}])],
+        restartPolicy="Never",
+    ))
+    eventually(lambda: _pod(core, namespace, "env").status.phase == "Succeeded", 60,
+               what="the env pod to succeed")
+    seen = json.loads(out.read_text())
+    pod = _pod(core, namespace, "env")
+    assert seen["LITERAL"] == "plain"
+    assert seen["EXPANDED"] == "plain-and-more"
+    assert seen["FROM_SECRET"] == "s3cret"
+    assert seen["FROM_CONFIGMAP"] == "blue"
+    assert seen["CFG_colour"] == "blue"
+    assert seen["POD_NAME"] == "env"
+    assert seen["POD_IP"] == pod.status.pod_ip and seen["POD_IP"].startswith("127.")
+    assert seen["KUBECONFIG"] and "admin" not in Path(seen["KUBECONFIG"]).read_text()
+
+
+def test_a_missing_secret_holds_the_container_with_a_config_error(api_client, namespace):
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, pod_manifest("waits", [python_container(
+        "main", "print('never')",
+        env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}],
+    )]))
+
+    def waiting_reason():  # type: ignore[no-untyped-def]
+        state = container_state(_pod(core, namespace, "waits"))
+        return state and state.state.waiting and state.state.waiting
+
+    waiting = eventually(waiting_reason, 60, what="a waiting state with a reason")
+    eventually(lambda: (waiting_reason() or waiting).reason == "CreateContainerConfigError", 30,
+               what="CreateContainerConfigError")
+    assert 'secret "absent" not found' in waiting_reason().message
+
+
+def test_a_container_without_a_command_says_why_it_cannot_run(api_client, namespace):
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "imageonly", [{"name": "main", "image": "example.com/app:1"}]))
+
+    def reason() -> str | None:
+        state = container_state(_pod(core, namespace, "imageonly"))
+        waiting = state and state.state.waiting
+        return waiting.reason if waiting else None
+
+    eventually(lambda: reason() == "NoCommand", 60, what="reason NoCommand")
+    pod = _pod(core, namespace, "imageonly")
+    assert pod.status.phase == "Pending"
+    assert "set the container's command" in container_state(pod).state.waiting.message
+
+
+def test_restart_policies_exit_codes_and_restart_counts(api_client, namespace):
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "never", [python_container("main", "raise SystemExit(7)")], restartPolicy="Never"))
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "onfailure", [python_container("main", "raise SystemExit(3)")],
+        restartPolicy="OnFailure"))
+
+    never = eventually(lambda: (p := _pod(core, namespace, "never")).status.phase == "Failed"
+                       and p, 60, what="the Never pod to fail")
+    terminated = container_state(never).state.terminated
+    assert terminated.exit_code == 7 and terminated.reason == "Error"
+    assert container_state(never).restart_count == 0
+
+    def restarted_twice():  # type: ignore[no-untyped-def]
+        state = container_state(_pod(core, namespace, "onfailure"))
+        return state if state and state.restart_count >= 2 else None
+
+    state = eventually(restarted_twice, 60, what="two restarts under OnFailure")
+    assert state.last_state.terminated.exit_code == 3
+    assert _pod(core, namespace, "onfailure").status.phase == "Running"
+
+
+GRACE_SCRIPT = textwrap.dedent("""
+    import os, pathlib, signal, time
+    out = pathlib.Path(os.environ["OUT"])
+    signal.signal(signal.SIGTERM, lambda *_: out.write_text("ignored SIGTERM"))
+    out.write_text(str(os.getpid()))
+    while True:
+        time.sleep(0.05)
+""")
+
+
+def test_deletion_kills_a_process_that_ignores_sigterm_after_the_grace_period(
+    api_client, namespace, tmp_path: Path
+):
+    core = client.CoreV1Api(api_client)
+    out = tmp_path / "out"
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "stubborn", [python_container("main", GRACE_SCRIPT, env=[{"name": "OUT",
+                                                                   "value": str(out)}])],
+        terminationGracePeriodSeconds=2,
+    ))
+    pid = int(eventually(lambda: out.exists() and out.read_text().isdigit() and out.read_text(),
+                         60, what="the process to start"))
+    core.delete_namespaced_pod("stubborn", namespace)
+    eventually(lambda: out.read_text() == "ignored SIGTERM", 20, what="SIGTERM first")
+    assert Path(f"/proc/{pid}").exists(), "SIGKILL came before the grace period ended"
+    eventually(lambda: not Path(f"/proc/{pid}").exists(), 20, what="SIGKILL after the grace")
+
+    def removed() -> bool:
+        return not [p for p in core.list_namespaced_pod(namespace).items
+                    if p.metadata.name == "stubborn"]
+
+    eventually(removed, 20, what="the pod to be removed")
