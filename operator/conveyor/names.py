@@ -1,0 +1,69 @@
+"""Names that appear on the wire or in the cluster: one place, so nothing drifts.
+
+Everything here is part of the contract (DESIGN.md §2-§3); renaming one is an API change.
+"""
+
+from typing import Final
+
+GROUP: Final = "conveyor.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+CATEGORY: Final = "conveyor"
+
+WORKFLOW_KIND: Final = "Workflow"
+WORKFLOW_PLURAL: Final = "workflows"
+WORKFLOW_SINGULAR: Final = "workflow"
+WORKFLOW_SHORT: Final = "cwf"
+
+RUN_KIND: Final = "WorkflowRun"
+RUN_PLURAL: Final = "workflowruns"
+RUN_SINGULAR: Final = "workflowrun"
+RUN_SHORT: Final = "cwr"
+
+# kopf's finalizer and progress annotations live under our group, not kopf.zalando.org.
+FINALIZER: Final = f"{GROUP}/finalizer"
+ANNOTATIONS_PREFIX: Final = GROUP
+FIELD_MANAGER: Final = "conveyor-operator"
+
+LABEL_WORKFLOW: Final = f"{GROUP}/workflow"
+LABEL_TASK_TYPE: Final = f"{GROUP}/task-type"
+LABEL_RUN: Final = f"{GROUP}/run"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+
+TASKS_EXCHANGE: Final = "conveyor.tasks"
+EVENTS_EXCHANGE: Final = "conveyor.events"
+DEAD_LETTER_SUFFIX: Final = ".dead"
+
+# Version of the JSON message bodies (DESIGN.md §3); bumped only on incompatible change.
+MESSAGE_VERSION: Final = 1
+
+
+def queue_name(namespace: str, workflow: str, task_type: str) -> str:
+    """The quorum queue of one task type: `conveyor.<namespace>.<workflow>.<taskType>`."""
+    return f"conveyor.{namespace}.{workflow}.{task_type}"
+
+
+def dead_letter_queue(queue: str) -> str:
+    """Where a task type's queue dead-letters messages past their delivery limit."""
+    return queue + DEAD_LETTER_SUFFIX
+
+
+def task_routing_key(status: str) -> str:
+    """Routing key of a worker event on `conveyor.events`: `task.<status>`."""
+    return f"task.{status}"
+
+
+def run_routing_key(phase: str) -> str:
+    """Routing key of the operator's own run event: `run.<phase>` (lower case)."""
+    return f"run.{phase.lower()}"
+
+
+def attempt_id(run_uid: str, task: str, index: int | None, attempt: int) -> str:
+    """The deterministic id of one task attempt, the workers' idempotency key.
+
+    `<run-uid>/<task>/<attempt>` for a plain task, `<run-uid>/<task>[<index>]/<attempt>` for
+    one item of a forEach task. Recomputing it after a crash yields the same id, which is
+    what lets a re-dispatched attempt be recognised as a duplicate.
+    """
+    where = task if index is None else f"{task}[{index}]"
+    return f"{run_uid}/{where}/{attempt}"
