@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import controlplane, procs, rabbitmq
@@ -75,10 +77,19 @@ def down(purge: bool) -> None:
     left = procs.marked_processes(p.root)
     if left:
         sys.exit(f"processes still running after testbed down: {left}")
+    listening = [port for port in asdict(ports()).values() if _listening(port)]
+    if listening:
+        sys.exit(f"ports still listening after testbed down: {listening}")
     if purge:
         shutil.rmtree(p.root)
     print(f"Test bed down{' and purged' if purge else ''}; state was in {p.root}",
           file=sys.stderr)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def env() -> None:
