@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test bed's control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl) from their Go modules through the Go module proxy, into a cache
-# directory keyed by version. A warm cache returns at once.
+# directory keyed by version. A warm cache returns at once; `--is-cached` only tells whether
+# the cache is warm (exit status 0).
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every staging module
 # (k8s.io/api, ...) with a local path and requires them at v0.0.0. A wrapper module that
@@ -20,6 +21,10 @@ all_built() {
   for b in "${binaries[@]}"; do [ -x "$bin_dir/$b" ] || return 1; done
 }
 
+if [ "${1:-}" = "--is-cached" ]; then
+  all_built
+  exit
+fi
 if all_built; then
   echo "$bin_dir"
   exit 0

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
+
+from testbed import rabbitmq
+from testbed.layout import paths, ports
 
 REPO = Path(__file__).resolve().parents[1]
 HACK = REPO / "hack"
@@ -71,10 +75,6 @@ def amqp_url(cluster: Cluster) -> Iterator[str]:
     if _external():
         yield cluster.amqp_url
         return
-    sys.path.insert(0, str(HACK))
-    from testbed import rabbitmq
-    from testbed.layout import paths, ports
-
     vhost = f"test-{secrets.token_hex(4)}"
     url = rabbitmq.add_vhost(paths(), ports(), vhost)
     yield url
@@ -83,16 +83,12 @@ def amqp_url(cluster: Cluster) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def api_client(cluster: Cluster):  # type: ignore[no-untyped-def]
-    from kubernetes import config
-
     return config.new_client_from_config(config_file=str(cluster.kubeconfig))
 
 
 @pytest.fixture
 def namespace(api_client, request: pytest.FixtureRequest) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
-    from kubernetes import client
-
     core = client.CoreV1Api(api_client)
     stem = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40]
     name = f"t-{stem.strip('-')}-{secrets.token_hex(3)}"

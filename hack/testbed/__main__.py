@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import controlplane, procs, rabbitmq
 from .layout import NODE_NAME, REPO, Paths, Ports, paths, ports
+from .rest import Rest
 
 
 def _venv_bin() -> Path:
@@ -27,8 +28,6 @@ def _agent_env(bin_dir: Path) -> dict[str, str]:
 
 
 def _wait_cluster(p: Paths, ports_: Ports, timeout: float = 90) -> None:
-    from .rest import Rest
-
     rest = Rest(controlplane.server_url(ports_), str(p.pki / "ca.crt"),
                 str(p.pki / "admin.crt"), str(p.pki / "admin.key"))
 

@@ -464,7 +464,7 @@ class NodeAgent:
         return get
 
     # -- the node ---------------------------------------------------------------------------
-    def register(self) -> None:
+    def register(self) -> bool:
         cpus = str(os.cpu_count() or 2)
         node = {
             "apiVersion": "v1", "kind": "Node",
@@ -481,6 +481,7 @@ class NodeAgent:
         self.capacity = {"cpu": str(max(int(cpus) * 32, 64)), "memory": "256Gi", "pods": "1000",
                          "ephemeral-storage": "100Gi"}
         self.heartbeat()
+        return True
 
     def heartbeat(self) -> None:
         stamp = now()
@@ -564,9 +565,9 @@ class NodeAgent:
                     if kind in ("ADDED", "MODIFIED"):
                         self._apply(obj)
                     elif kind == "DELETED":
-                        runner = self.runners.get(obj["metadata"]["uid"])
-                        if runner:
-                            runner.forget()
+                        deleted = self.runners.get(obj["metadata"]["uid"])
+                        if deleted:
+                            deleted.forget()
                     elif kind == "ERROR":
                         break
             except Exception:
@@ -575,7 +576,7 @@ class NodeAgent:
 
     def run(self) -> None:
         self.ready_since = now()
-        procs.wait_until(lambda: self.register() or True, 60, "node registration", 1)
+        procs.wait_until(self.register, 60, "node registration", 1)
         log.info("Node registered node=%s", NODE_NAME)
         threading.Thread(target=self._heartbeats, name="heartbeats", daemon=True).start()
         watcher = threading.Thread(target=self._pods, name="pods", daemon=True)

@@ -95,7 +95,7 @@ def resolve(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lookup
                 for k, v in (data or {}).items():
                     env[prefix + k] = v
     for var in container.get("env") or []:
-        if "valueFrom" in var and var["valueFrom"]:
+        if var.get("valueFrom"):
             value = _value_from(pod, var["valueFrom"], lookup)
             if value is not None:
                 env[var["name"]] = value

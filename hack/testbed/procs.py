@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,14 +86,10 @@ def terminate(pids: Sequence[int], grace: float) -> None:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def marked_processes(state: Path) -> list[int]:
@@ -118,7 +115,7 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.2):  # type
     while time.monotonic() < deadline:
         try:
             result = check()
-        except Exception as error:  # noqa: BLE001 - the daemon is still coming up
+        except Exception as error:
             last_error = error
         else:
             if result:

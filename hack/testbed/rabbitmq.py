@@ -13,6 +13,8 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
+import pika
+
 from . import procs
 from .layout import Paths, Ports
 
@@ -112,8 +114,6 @@ def start(paths: Paths, ports: Ports) -> None:
 
 
 def wait(paths: Paths, ports: Ports, timeout: float = 90) -> None:
-    import pika  # the venv's; imported late so `down` works without it
-
     params = pika.URLParameters(amqp_url(paths, ports))
     params.connection_attempts = 1
     params.socket_timeout = 2

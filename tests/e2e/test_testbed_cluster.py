@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
-from support.kube import container_state, pod_manifest, python_container, local_testbed_only
+
+from support.kube import container_state, local_testbed_only, pod_manifest, python_container
 from support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
