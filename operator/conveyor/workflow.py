@@ -1,0 +1,202 @@
+"""A Workflow generation compiled for running: graph resolved, expressions compiled once.
+
+`compile_workflow` turns a validated spec into a `CompiledWorkflow`, or raises
+`InvalidSpecError` listing every problem with its place; the operator reports that as
+`Ready=False, reason=InvalidSpec`. A `WorkflowCache` keeps one compiled object per
+(uid, generation), since runs pin the generation they started with.
+"""
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor import dag
+from conveyor.errors import ExpressionError, InvalidSpecError, Problem
+from conveyor.expr import OPEN, Template, compile_template
+from conveyor.models import Retry, Task, WorkflowSpec
+
+
+@dataclass(frozen=True)
+class CompiledTask:
+    """One task of the run's graph, by position (tasks first, then finally tasks)."""
+
+    position: int
+    name: str
+    path: str  # its place in the spec, for messages: `spec.tasks[2]`
+    type: str
+    is_finally: bool
+    depends_on: tuple[int, ...]
+    dependents: tuple[int, ...]
+    inputs: Template
+    when: Template | None
+    for_each: Template | None
+    max_parallel: int | None
+    timeout_ms: int | None
+    retry: Retry
+
+    def backoff_ms(self, failed_attempt: int) -> int:
+        """Delay after attempt `failed_attempt` (from 1) fails: exponential, capped."""
+        retry = self.retry
+        delay = retry.backoff_seconds * retry.backoff_factor ** (failed_attempt - 1)
+        return round(min(delay, retry.max_backoff_seconds) * 1000)
+
+
+@dataclass(frozen=True)
+class CompiledTrigger:
+    """An event pattern and the run inputs it yields."""
+
+    pattern: str
+    inputs: Template
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    """Everything the engine needs from one Workflow generation."""
+
+    uid: str
+    generation: int
+    tasks: tuple[CompiledTask, ...]
+    main_count: int  # tasks[:main_count] are spec.tasks, the rest spec.finally
+    by_name: Mapping[str, CompiledTask]
+    outputs: Template
+    deadline_ms: int | None
+    max_active_runs: int | None
+    triggers: tuple[CompiledTrigger, ...]
+
+
+def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> CompiledWorkflow:
+    """Compile a spec, or raise InvalidSpecError naming every problem and its place."""
+    problems = dag.validate(spec)
+    if problems:
+        raise InvalidSpecError(problems)
+    declared = [(f"spec.tasks[{i}]", t, False) for i, t in enumerate(spec.tasks)]
+    declared += [(f"spec.finally[{i}]", t, True) for i, t in enumerate(spec.finally_)]
+    position = {task.name: i for i, (_, task, _) in enumerate(declared)}
+    order = [task.name for _, task, _ in declared]
+    after = dag.dependents(order, {t.name: t.depends_on for _, t, _ in declared})
+    compiler = _Compiler(set(order))
+    tasks = tuple(
+        compiler.task(i, path=path, task=task, is_finally=is_finally, position=position,
+                      after=after[task.name])
+        for i, (path, task, is_finally) in enumerate(declared)
+    )
+    outputs = compiler.template(spec.outputs, "spec.outputs")
+    triggers = tuple(
+        CompiledTrigger(t.event, compiler.template(t.inputs, f"spec.triggers[{i}].inputs"))
+        for i, t in enumerate(spec.triggers)
+    )
+    if compiler.problems:
+        raise InvalidSpecError(compiler.problems)
+    return CompiledWorkflow(
+        uid=uid,
+        generation=generation,
+        tasks=tasks,
+        main_count=len(spec.tasks),
+        by_name={t.name: t for t in tasks},
+        outputs=outputs,
+        deadline_ms=spec.deadline_seconds * 1000 if spec.deadline_seconds else None,
+        max_active_runs=spec.max_active_runs,
+        triggers=triggers,
+    )
+
+
+class _Compiler:
+    """Collects every problem instead of stopping at the first, so one fix cycle suffices."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.problems: list[Problem] = []
+
+    def template(self, value: Any, path: str, expression_only: bool = False) -> Template:
+        if expression_only and (not isinstance(value, str) or OPEN not in value):
+            self.problems.append(Problem(path, f"must be a {OPEN} CEL }}}} expression"))
+        try:
+            template = compile_template(value, path)
+        except ExpressionError as error:
+            self.problems.append(Problem(error.path, f"expression {error.expression!r}: "
+                                                     f"{error.reason}"))
+            return compile_template(None, path)
+        for name in sorted(template.task_refs or ()):
+            if name not in self.names:
+                self.problems.append(Problem(path, f"tasks.{name} names no task"))
+        return template
+
+    def task(
+        self,
+        i: int,
+        *,
+        path: str,
+        task: Task,
+        is_finally: bool,
+        position: Mapping[str, int],
+        after: list[str],
+    ) -> CompiledTask:
+        when = task.when
+        for_each = task.for_each
+        return CompiledTask(
+            position=i,
+            name=task.name,
+            path=path,
+            type=task.type,
+            is_finally=is_finally,
+            depends_on=tuple(position[d] for d in task.depends_on),
+            dependents=tuple(position[d] for d in after),
+            inputs=self.template(task.inputs, f"{path}.inputs"),
+            when=None if when is None else self.template(when, f"{path}.when", True),
+            for_each=(
+                None if for_each is None else self.template(for_each, f"{path}.forEach", True)
+            ),
+            max_parallel=task.max_parallel,
+            timeout_ms=task.timeout_seconds * 1000 if task.timeout_seconds else None,
+            retry=task.retry,
+        )
+
+
+def match_topic(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: words split on `.`, `*` matches one word, `#` zero or more."""
+    return _match(pattern.split("."), routing_key.split("."))
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _match(rest, words[1:])
+
+
+def trigger_inputs(workflow: CompiledWorkflow, routing_key: str, event: Any) -> list[Any]:
+    """Run inputs for each trigger the event matches, in declaration order.
+
+    Raises ExpressionError when a trigger's inputs fail to evaluate on this event.
+    """
+    return [
+        trigger.inputs.render({"event": event})
+        for trigger in workflow.triggers
+        if match_topic(trigger.pattern, routing_key)
+    ]
+
+
+class WorkflowCache:
+    """Compiled workflows by (uid, generation), least recently used dropped beyond `size`."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
+
+    def get(self, uid: str, generation: int, spec: WorkflowSpec) -> CompiledWorkflow:
+        """The compiled form of this generation, compiling it on first use."""
+        key = (uid, generation)
+        found = self._entries.get(key)
+        if found is None:
+            found = compile_workflow(spec, uid, generation)
+            self._entries[key] = found
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return found
