@@ -42,6 +42,9 @@ LEASE_SECONDS = 40
 TOKEN_SECONDS = 86400
 # Kubelet backs off 10s doubling to 5m; a test bed wants crashes retried sooner.
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0
+# Set in every container process: a restarted agent stops what a dead one left running, as a
+# rebooted node would have lost them.
+POD_MARKER = "CONVEYOR_TESTBED_POD"
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV")
 
 
@@ -211,7 +214,7 @@ class PodRunner(threading.Thread):
             HOSTNAME=self.pod_name,
             KUBECONFIG=str(self.kubeconfig),
             PYTHONUNBUFFERED="1",
-            **{procs.MARKER: str(self.agent.paths.root)},
+            **{procs.MARKER: str(self.agent.paths.root), POD_MARKER: self.uid},
         )
         full_env.update(env)
         argv = [podenv.expand(a, env) for a in [*spec["command"], *(spec.get("args") or [])]]
@@ -575,6 +578,10 @@ class NodeAgent:
                 self.stopping.wait(1)
 
     def run(self) -> None:
+        orphans = procs.marked_processes(self.paths.root, also=POD_MARKER)
+        if orphans:
+            log.info("Stopping containers of a previous agent pids=%s", orphans)
+            procs.terminate(orphans, grace=5)
         self.ready_since = now()
         procs.wait_until(self.register, 60, "node registration", 1)
         log.info("Node registered node=%s", NODE_NAME)

@@ -92,9 +92,11 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def marked_processes(state: Path) -> list[int]:
-    """Pids of every live process started by the test bed of `state`."""
+def marked_processes(state: Path, also: str | None = None) -> list[int]:
+    """Pids of every live process started by the test bed of `state` (and carrying the
+    variable `also`, when given)."""
     needle = f"\0{MARKER}={state}\0".encode()
+    extra = f"\0{also}=".encode() if also else b""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -103,7 +105,8 @@ def marked_processes(state: Path) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if needle in b"\0" + environ + b"\0" and _alive(int(entry.name)):
+        framed = b"\0" + environ + b"\0"
+        if needle in framed and extra in framed and _alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 
