@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,6 +17,8 @@ from kubernetes import client
 
 from support.kube import container_state, local_testbed_only, pod_manifest, python_container
 from support.waiting import eventually
+from testbed import procs
+from testbed.layout import paths
 
 pytestmark = [pytest.mark.e2e, local_testbed_only]
 
@@ -158,3 +164,32 @@ def test_deletion_kills_a_process_that_ignores_sigterm_after_the_grace_period(
                     if p.metadata.name == "stubborn"]
 
     eventually(removed, 20, what="the pod to be removed")
+
+
+def test_a_restarted_agent_stops_what_a_killed_one_left_and_runs_the_pod_again(
+    api_client, namespace, tmp_path: Path
+):
+    core = client.CoreV1Api(api_client)
+    out = tmp_path / "pids"
+    script = ("import os, time; open(os.environ['OUT'], 'a').write(f'{os.getpid()}\\n'); "
+              "time.sleep(3600)")
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "survivor", [python_container("main", script, env=[{"name": "OUT", "value": str(out)}])]))
+    first = int(eventually(lambda: out.exists() and out.read_text().split()[0], 60,
+                           what="the first process"))
+    agent = procs.running_pid(paths().pids, "nodeagent")
+    assert agent is not None
+    os.kill(agent, signal.SIGKILL)
+    eventually(lambda: procs.running_pid(paths().pids, "nodeagent") is None, 10,
+               what="the agent to die")
+    assert Path(f"/proc/{first}").exists(), "the container should outlive its killed agent"
+
+    subprocess.run([sys.executable, "-m", "testbed", "up"], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(Path(procs.__file__).parents[1])))
+    eventually(lambda: not Path(f"/proc/{first}").exists(), 20,
+               what="the orphaned process to be stopped")
+    pids = eventually(lambda: len(out.read_text().split()) == 2 and out.read_text().split(), 60,
+                      what="the pod's container to run again")
+    assert Path(f"/proc/{pids[1]}").exists()
+    eventually(lambda: _pod(core, namespace, "survivor").status.phase == "Running", 30,
+               what="the pod to be Running")
