@@ -1,12 +1,12 @@
 """The engine's rules, one by one (DESIGN.md §2)."""
 
 import pytest
-from unit.builders import compiled, task
-from unit.driving import T0, Driver
 
 from conveyor import engine
 from conveyor import events as ev
 from conveyor.models import WorkflowRunStatus
+from unit.builders import compiled, task
+from unit.driving import T0, Driver
 
 
 def phases(d: Driver) -> dict[str, str]:
