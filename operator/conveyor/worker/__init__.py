@@ -1,8 +1,28 @@
-"""`conveyor-worker`: the worker SDK issue."""
+"""The worker SDK: write tasks as functions, serve them with `conveyor-worker`.
 
-from conveyor._placeholder import not_implemented
+    from conveyor.worker import Retryable, task
+
+    @task("inventory")
+    def reserve(inputs: dict, ctx) -> dict:
+        if inventory_busy():
+            raise Retryable("inventory service busy")      # retried per the task's policy
+        return {"reserved": inputs["sku"], "key": ctx.idempotency_key}
+
+`conveyor-worker --module shop.tasks` consumes the queue in CONVEYOR_QUEUE and runs the task
+type in CONVEYOR_TASK_TYPE; see docs/workers.md.
+"""
+
+from collections.abc import Sequence
+
+from conveyor.worker.context import TaskContext
+from conveyor.worker.errors import Retryable, WorkerConfigError
+from conveyor.worker.registry import TaskDefinition, task
+
+__all__ = ["Retryable", "TaskContext", "TaskDefinition", "WorkerConfigError", "main", "task"]
 
 
-def main() -> int:
-    """Entry point of `conveyor-worker`."""
-    return not_implemented("conveyor-worker", "the worker SDK issue")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `conveyor-worker` (imports the broker only when it runs)."""
+    from conveyor.worker.cli import main as run  # noqa: PLC0415 (keeps `task` import light)
+
+    return run(argv)

@@ -1,0 +1,596 @@
+"""The RabbitMQ adapter: the only module that imports pika.
+
+    Admin   declares, deletes and inspects the topology of DESIGN.md §3 over a short-lived
+            blocking connection: rare calls, where simple beats fast.
+    Link    one long-lived connection on its own I/O thread, for publishing and consuming:
+            publisher confirms pipelined (many in flight, each publish returns a Future that
+            the broker's confirm settles), manual acks from any thread, and reconnection with
+            backoff that resends what was not confirmed.
+
+Why a SelectConnection on a dedicated thread rather than a BlockingConnection: a blocking
+channel in confirm mode waits for the confirm of every message (about 2,500 msg/s here), and a
+blocking connection only services heartbeats while someone calls into it. On its own thread,
+the event loop keeps the connection alive whatever the callers do, confirms arrive as they
+come, and other threads hand work in through `add_callback_threadsafe` (pika is not
+thread-safe: every channel operation runs on the I/O thread).
+
+Delivery guarantees: a Future resolves only when the broker confirmed the message and routed it
+(publishes are mandatory by default, so a message no queue takes fails with `UnroutableError`
+instead of vanishing). Messages unconfirmed when the connection drops are sent again on the
+next one, so a receiver may see a message twice, never zero times. A delivery is settled on the
+channel it came from or not at all: once that channel is gone the broker has already requeued
+it, so a late ack is dropped rather than sent to a new channel where its tag means another
+message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.select_connection import IOLoop
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
+
+from conveyor import names
+from conveyor.errors import ConveyorError
+from conveyor.messaging import topology
+from conveyor.messaging.codec import CONTENT_TYPE
+from conveyor.messaging.confirms import ConfirmTracker
+from conveyor.messaging.settings import BrokerSettings
+
+log = logging.getLogger("conveyor.broker")
+
+NOT_FOUND = 404
+PRECONDITION_FAILED = 406
+
+
+class BrokerError(ConveyorError):
+    """A broker operation failed; the pika error, if any, is the cause."""
+
+
+class UnroutableError(BrokerError):
+    """The broker confirmed a mandatory message that no queue took (its queue is missing)."""
+
+
+class PublishRejectedError(BrokerError):
+    """The broker refused a message (`basic.nack`): it was not stored."""
+
+
+class LinkClosedError(BrokerError):
+    """The link was closed before the operation could complete."""
+
+
+class QueueMismatchError(BrokerError):
+    """A queue exists with other arguments than asked for (e.g. another delivery limit)."""
+
+
+def connection_parameters(settings: BrokerSettings) -> pika.URLParameters:
+    """pika's parameters for `settings`; TLS verifies the broker's name for amqps."""
+    params = pika.URLParameters(settings.url)
+    if settings.tls and "ssl_options" not in settings.url:
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        params.ssl_options = pika.SSLOptions(context, server_hostname=settings.host)
+    params.client_properties = {"connection_name": settings.name}
+    return params
+
+
+# --- topology --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What a passive declare tells about a queue."""
+
+    backlog: int
+    """Messages ready for delivery (not those delivered and unacked)."""
+    consumers: int
+
+
+class Admin:
+    """Declares, deletes and inspects queues and exchanges; every call is idempotent.
+
+    Use as a context manager; it holds one blocking connection. Deleting what does not exist
+    succeeds, declaring what exists with the same arguments succeeds.
+    """
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._settings = settings
+        try:
+            self._connection = pika.BlockingConnection(connection_parameters(settings))
+        except pika.exceptions.AMQPError as error:
+            raise BrokerError(f"cannot connect to RabbitMQ at {settings.masked}: "
+                              f"{error!r}") from error
+        self._channel = self._connection.channel()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()
+
+    def _fresh_channel(self) -> Any:
+        """The channel, reopened if the broker closed it (a 404 or 406 closes a channel)."""
+        if not self._channel.is_open:
+            self._channel = self._connection.channel()
+        return self._channel
+
+    def declare_exchanges(self) -> None:
+        for exchange in topology.EXCHANGES:
+            self._fresh_channel().exchange_declare(exchange.name, exchange.type, durable=True)
+
+    def declare_queue(self, queue: topology.Queue) -> None:
+        try:
+            self._fresh_channel().queue_declare(queue.name, durable=True,
+                                                arguments=queue.arguments)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code == PRECONDITION_FAILED:
+                raise QueueMismatchError(f"queue {queue.name} exists with other arguments: "
+                                    f"{error.reply_text}") from error
+            raise BrokerError(f"cannot declare queue {queue.name}: {error.reply_text}") from error
+
+    def declare_task_queue(self, queue: str, delivery_limit: int) -> None:
+        """The task type's queue and its dead-letter queue (declared first: it must exist
+        before anything can be dead-lettered into it)."""
+        self.declare_exchanges()
+        self.declare_queue(topology.dead_letter_queue(queue))
+        self.declare_queue(topology.task_queue(queue, delivery_limit))
+        self._fresh_channel().queue_bind(queue, names.TASKS_EXCHANGE, routing_key=queue)
+
+    def delete_task_queue(self, queue: str) -> None:
+        """The queue and its dead letters; a queue already gone counts as deleted."""
+        for name in (queue, names.dead_letter_queue(queue)):
+            self.delete_queue(name)
+
+    def delete_queue(self, name: str) -> None:
+        try:
+            self._fresh_channel().queue_delete(name)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != NOT_FOUND:
+                raise BrokerError(f"cannot delete queue {name}: {error.reply_text}") from error
+
+    def declare_events_queue(self, name: str, patterns: Iterable[str]) -> None:
+        """A queue on `conveyor.events` bound with each topic pattern."""
+        self.declare_exchanges()
+        self.declare_queue(topology.events_queue(name))
+        for pattern in patterns:
+            self.bind(name, pattern)
+
+    def bind(self, queue: str, pattern: str) -> None:
+        self._fresh_channel().queue_bind(queue, names.EVENTS_EXCHANGE, routing_key=pattern)
+
+    def unbind(self, queue: str, pattern: str) -> None:
+        self._fresh_channel().queue_unbind(queue, names.EVENTS_EXCHANGE, routing_key=pattern)
+
+    def inspect(self, queue: str) -> QueueStats | None:
+        """Backlog and consumers of `queue`, or None if it does not exist."""
+        try:
+            ok = self._fresh_channel().queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code == NOT_FOUND:
+                return None
+            raise BrokerError(f"cannot inspect queue {queue}: {error.reply_text}") from error
+        return QueueStats(backlog=ok.method.message_count, consumers=ok.method.consumer_count)
+
+
+# --- the link --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Outgoing:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: BasicProperties
+    mandatory: bool
+    future: Future[None]
+
+
+@dataclass(frozen=True)
+class _ConsumerSpec:
+    queue: str
+    prefetch: int
+    on_delivery: Callable[[Delivery], None]
+
+
+class Delivery:
+    """A message handed to the consumer: settle it once, from any thread.
+
+    `ack` removes it; `requeue` puts it back (counts toward the delivery limit); `reject`
+    dead-letters it.
+    """
+
+    __slots__ = ("_channel", "_link", "_tag", "body", "headers", "message_id", "redelivered",
+                 "routing_key")
+
+    def __init__(self, link: Link, channel: Channel, method: Basic.Deliver,
+                 properties: BasicProperties, body: bytes) -> None:
+        self._link = link
+        self._channel = channel
+        self._tag: int = method.delivery_tag
+        self.body = body
+        self.headers: dict[str, Any] = dict(properties.headers or {})
+        self.message_id: str | None = properties.message_id
+        self.redelivered: bool = bool(method.redelivered)
+        self.routing_key: str = method.routing_key
+
+    @property
+    def delivery_count(self) -> int:
+        """Earlier deliveries of this message (quorum queues count them)."""
+        return int(self.headers.get("x-delivery-count") or 0)
+
+    def ack(self) -> None:
+        self._link._call(lambda: self._link._settle(self._channel, self._tag, "ack"))
+
+    def requeue(self) -> None:
+        self._link._call(lambda: self._link._settle(self._channel, self._tag, "requeue"))
+
+    def reject(self) -> None:
+        self._link._call(lambda: self._link._settle(self._channel, self._tag, "reject"))
+
+
+@dataclass
+class _Backoff:
+    """Reconnect delays: doubling from `first` to `cap`, with jitter so that many clients a
+    broker restart disconnected do not come back in lockstep."""
+
+    first: float = 0.2
+    cap: float = 5.0
+    failures: int = field(default=0)
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2.0 ** self.failures)
+        self.failures += 1
+        jitter: float = random.uniform(0.5, 1.0)
+        return delay * jitter
+
+
+class Link:
+    """One AMQP connection on its own I/O thread: confirmed publishing and manual-ack
+    consuming, reconnecting with backoff until `close()`.
+
+    Every public method is thread-safe. Callbacks given to `consume` and callbacks added to
+    the returned Futures run on the I/O thread: they must be quick and must not block.
+    """
+
+    def __init__(self, settings: BrokerSettings, name: str = "conveyor") -> None:
+        self._settings = settings
+        self._params = connection_parameters(settings)
+        self._params.client_properties = {"connection_name": name}
+        self._ioloop = IOLoop()
+        self._thread = threading.Thread(target=self._run, name=f"amqp-{name}", daemon=True)
+        self._calls: deque[Callable[[], None]] = deque()
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+        self._connection: pika.SelectConnection | None = None
+        self._publisher: Channel | None = None
+        self._subscriber: Channel | None = None
+        self._consumer: _ConsumerSpec | None = None
+        self._consumer_tag: str | None = None
+        self._outbox: deque[_Outgoing] = deque()
+        self._confirms: ConfirmTracker[_Outgoing] = ConfirmTracker()
+        self._returned: dict[str, int] = {}
+        self._backoff = _Backoff()
+        self._closing = False
+        self._stopped = False  # the loop has ended: calls run in place (under _wake_lock)
+        self._closed = threading.Event()
+        self._connected = threading.Event()
+
+    # -- public, any thread -------------------------------------------------------------------
+
+    def start(self) -> Link:
+        self._thread.start()
+        return self
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, *,
+                headers: dict[str, Any] | None = None, message_id: str | None = None,
+                mandatory: bool = True) -> Future[None]:
+        """Send a persistent message; the Future resolves once the broker confirmed it.
+
+        It fails with `UnroutableError` (mandatory and no queue took it), `PublishRejectedError` or
+        `LinkClosedError`. A connection lost meanwhile does not fail it: it is sent again.
+        """
+        future: Future[None] = Future()
+        properties = BasicProperties(
+            delivery_mode=2, content_type=CONTENT_TYPE, headers=headers,
+            message_id=message_id or uuid.uuid4().hex,
+        )
+        outgoing = _Outgoing(exchange, routing_key, body, properties, mandatory, future)
+        self._call(lambda: self._enqueue(outgoing))
+        return future
+
+    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> None:
+        """Deliver messages of `queue` to `on_delivery`, at most `prefetch` unsettled at once;
+        resumed on every reconnection until `cancel()`."""
+        spec = _ConsumerSpec(queue, prefetch, on_delivery)
+        self._call(lambda: self._start_consumer(spec))
+
+    def cancel(self) -> Future[None]:
+        """Stop deliveries; messages already delivered can still be settled."""
+        done: Future[None] = Future()
+        self._call(lambda: self._cancel_consumer(done))
+        return done
+
+    def close(self, timeout: float = 10) -> None:
+        """Close the connection and stop the I/O thread; unconfirmed publishes fail."""
+        if self._thread.is_alive():
+            self._call(self._begin_close)
+            self._thread.join(timeout)
+        else:
+            with self._wake_lock:
+                self._stopped = True
+            self._run_calls()
+            self._fail_unsent(LinkClosedError("the AMQP link was never started"))
+        self._closed.set()
+
+    # -- plumbing between threads -------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the I/O thread; one wake-up serves every call queued meanwhile."""
+        with self._wake_lock:
+            stopped = self._stopped
+            if not stopped:
+                self._calls.append(fn)
+                wake = not self._wake_pending
+                self._wake_pending = True
+        if stopped:
+            fn()  # the loop is gone: the callee sees a closed link and fails what it must
+        elif wake:
+            self._ioloop.add_callback_threadsafe(self._run_calls)
+
+    def _run_calls(self) -> None:
+        with self._wake_lock:
+            self._wake_pending = False
+        while self._calls:
+            fn = self._calls.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("Failed an operation on the AMQP link")
+
+    def _run(self) -> None:
+        self._connect()
+        self._ioloop.start()
+        # The loop stopped: nothing will ever confirm what is left.
+        with self._wake_lock:
+            self._stopped = True
+        self._closed.set()
+        self._connected.clear()
+        self._run_calls()
+        self._fail_unsent(LinkClosedError("the AMQP link was closed"))
+
+    # -- connection, I/O thread ---------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self._closing:
+            self._ioloop.stop()
+            return
+        self._connection = pika.SelectConnection(
+            self._params, on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error, on_close_callback=self._on_closed,
+            custom_ioloop=self._ioloop,
+        )
+
+    def _retry_later(self, why: str) -> None:
+        delay = self._backoff.next()
+        log.warning("Lost RabbitMQ connection broker=%s reason=%s; retrying in %.1fs",
+                    self._settings.masked, why, delay)
+        self._ioloop.call_later(delay, self._connect)
+
+    def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
+        self._connection = None
+        if self._closing:
+            self._ioloop.stop()
+            return
+        self._retry_later(repr(error))
+
+    def _on_open(self, connection: pika.SelectConnection) -> None:
+        log.info("Connected to RabbitMQ broker=%s", self._settings.masked)
+        self._backoff.failures = 0
+        connection.channel(on_open_callback=self._on_publisher_open)
+        if self._consumer is not None:
+            connection.channel(on_open_callback=self._on_subscriber_open)
+
+    def _on_closed(self, _connection: Any, reason: BaseException) -> None:
+        self._connection = None
+        self._publisher = self._subscriber = None
+        self._consumer_tag = None
+        self._connected.clear()
+        self._requeue_unconfirmed()
+        if self._closing:
+            self._ioloop.stop()
+        else:
+            self._retry_later(repr(reason))
+
+    def _begin_close(self) -> None:
+        self._closing = True
+        connection = self._connection
+        if connection is not None and not (connection.is_closing or connection.is_closed):
+            try:
+                connection.close()
+                return  # _on_closed stops the loop
+            except pika.exceptions.ConnectionWrongStateError:
+                pass
+        if connection is None or connection.is_closed:
+            self._ioloop.stop()
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        connection = self._connection
+        if self._closing or connection is None or not connection.is_open:
+            return  # the connection went; _on_closed deals with it
+        code = getattr(reason, "reply_code", 0)
+        text = getattr(reason, "reply_text", str(reason))
+        if channel is self._publisher:
+            # The broker closed the channel over something we sent (an exchange that does not
+            # exist): sending the same messages again would close it again, so they fail.
+            self._publisher = None
+            self._connected.clear()
+            self._returned.clear()
+            error = BrokerError(f"the broker closed the publishing channel: {code} {text}")
+            for outgoing in self._confirms.reset():
+                _fail(outgoing.future, error)
+            log.warning("Closed publishing channel code=%s reason=%s", code, text)
+            connection.channel(on_open_callback=self._on_publisher_open)
+        elif channel is self._subscriber:
+            self._subscriber = None
+            self._consumer_tag = None
+            if self._consumer is None:
+                return
+            delay = self._backoff.next()
+            log.warning("Stopped consuming queue=%s code=%s reason=%s; retrying in %.1fs",
+                        self._consumer.queue, code, text, delay)
+            self._ioloop.call_later(delay, self._reopen_subscriber)
+
+    # -- publishing, I/O thread ---------------------------------------------------------------
+
+    def _on_publisher_open(self, channel: Channel) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm,
+                                 callback=lambda _frame: self._publisher_ready(channel))
+
+    def _publisher_ready(self, channel: Channel) -> None:
+        self._publisher = channel
+        self._connected.set()
+        self._flush()
+
+    def _enqueue(self, outgoing: _Outgoing) -> None:
+        if self._closing or self._closed.is_set():
+            _fail(outgoing.future, LinkClosedError("the AMQP link is closed"))
+            return
+        self._outbox.append(outgoing)
+        self._flush()
+
+    def _flush(self) -> None:
+        channel = self._publisher
+        while self._outbox and channel is not None and channel.is_open:
+            outgoing = self._outbox[0]
+            channel.basic_publish(outgoing.exchange, outgoing.routing_key, outgoing.body,
+                                  outgoing.properties, mandatory=outgoing.mandatory)
+            self._outbox.popleft()
+            self._confirms.sent(outgoing)
+
+    def _on_return(self, _channel: Channel, _method: Basic.Return,
+                   properties: BasicProperties, _body: bytes) -> None:
+        # A return always precedes the confirm of the same message on the same channel.
+        key = properties.message_id or ""
+        self._returned[key] = self._returned.get(key, 0) + 1
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        acked = isinstance(method, Basic.Ack)
+        for outgoing in self._confirms.settle(method.delivery_tag, method.multiple):
+            key = outgoing.properties.message_id or ""
+            if self._returned.get(key):
+                self._returned[key] -= 1
+                if not self._returned[key]:
+                    del self._returned[key]
+                _fail(outgoing.future, UnroutableError(
+                    f"no queue is bound to exchange {outgoing.exchange or '(default)'!r}"
+                    f" with routing key {outgoing.routing_key!r}"))
+            elif acked:
+                if not outgoing.future.done():
+                    outgoing.future.set_result(None)
+            else:
+                _fail(outgoing.future, PublishRejectedError(
+                    f"the broker refused a message for {outgoing.routing_key!r}"))
+
+    def _requeue_unconfirmed(self) -> None:
+        """Unconfirmed messages go back to the front of the outbox, in their order."""
+        self._returned.clear()
+        self._outbox.extendleft(reversed(self._confirms.reset()))
+
+    def _fail_unsent(self, error: BrokerError) -> None:
+        self._requeue_unconfirmed()
+        while self._outbox:
+            _fail(self._outbox.popleft().future, error)
+
+    # -- consuming, I/O thread ----------------------------------------------------------------
+
+    def _start_consumer(self, spec: _ConsumerSpec) -> None:
+        self._consumer = spec
+        self._reopen_subscriber()
+
+    def _reopen_subscriber(self) -> None:
+        connection = self._connection
+        if (self._consumer is None or self._subscriber is not None or connection is None
+                or not connection.is_open):
+            return  # _on_open opens it once connected
+        connection.channel(on_open_callback=self._on_subscriber_open)
+
+    def _on_subscriber_open(self, channel: Channel) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        spec = self._consumer
+        if spec is None:
+            channel.close()
+            return
+        self._subscriber = channel
+        channel.basic_qos(prefetch_count=spec.prefetch,
+                          callback=lambda _frame: self._start_consuming(channel, spec))
+
+    def _start_consuming(self, channel: Channel, spec: _ConsumerSpec) -> None:
+        if not self._is_subscriber(channel) or spec is not self._consumer:
+            return
+        self._consumer_tag = channel.basic_consume(spec.queue, self._on_message,
+                                                   auto_ack=False)
+        log.info("Started consuming queue=%s prefetch=%d", spec.queue, spec.prefetch)
+
+    def _on_message(self, channel: Channel, method: Basic.Deliver,
+                    properties: BasicProperties, body: bytes) -> None:
+        spec = self._consumer
+        delivery = Delivery(self, channel, method, properties, body)
+        if spec is None:
+            channel.basic_nack(method.delivery_tag, requeue=True)  # arrived after a cancel
+            return
+        spec.on_delivery(delivery)
+
+    def _cancel_consumer(self, done: Future[None]) -> None:
+        self._consumer = None
+        channel, tag = self._subscriber, self._consumer_tag
+        self._consumer_tag = None
+        if channel is None or tag is None or not channel.is_open:
+            done.set_result(None)
+            return
+        channel.basic_cancel(tag, callback=lambda _frame: done.set_result(None))
+
+    def _is_subscriber(self, channel: Channel) -> bool:
+        return channel is self._subscriber
+
+    def _settle(self, channel: Channel, tag: int, how: str) -> None:
+        if not self._is_subscriber(channel) or not channel.is_open:
+            # The channel it came on is gone, and with it the broker requeued the message:
+            # settling it on another channel would settle a different message.
+            log.debug("Dropped a settlement from a closed channel tag=%d how=%s", tag, how)
+            return
+        if how == "ack":
+            channel.basic_ack(tag)
+        else:
+            channel.basic_nack(tag, requeue=how == "requeue")
+
+
+def _fail(future: Future[None], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

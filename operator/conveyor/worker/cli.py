@@ -1,0 +1,79 @@
+"""`conveyor-worker --module pkg.mod`: serve one task type until SIGTERM, then drain, exit 0.
+
+Exit status: 0 after a drain, 2 when the worker cannot start (one line on stderr says why).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType, ModuleType
+
+from conveyor.broker import Link
+from conveyor.worker.errors import WorkerConfigError
+from conveyor.worker.metrics import Metrics
+from conveyor.worker.registry import TaskDefinition, select
+from conveyor.worker.serving import Worker
+from conveyor.worker.settings import WorkerSettings, load
+
+log = logging.getLogger("conveyor.worker")
+
+
+def import_module(name: str) -> ModuleType:
+    # A console script's sys.path lacks the working directory, where a user's module
+    # usually is (`conveyor-worker --module tasks` next to tasks.py, or in an image's WORKDIR).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        raise WorkerConfigError(f"cannot import module {name!r}: {error}") from None
+    except Exception as error:
+        raise WorkerConfigError(
+            f"module {name!r} failed to import: {type(error).__name__}: {error}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load(sys.argv[1:] if argv is None else argv, os.environ)
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        # pika narrates every socket step at INFO; our own lines say what matters.
+        logging.getLogger("pika").setLevel(logging.WARNING)
+        definition = select(import_module(settings.module), settings.task_type)
+    except WorkerConfigError as error:
+        print(f"conveyor-worker: {error}", file=sys.stderr)
+        return 2
+    return serve(settings, definition)
+
+
+def serve(settings: WorkerSettings, definition: TaskDefinition) -> int:
+    """Serve until SIGTERM or SIGINT, then drain within the grace period."""
+    task_type = definition.task_type
+    stop = threading.Event()
+
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        log.info("Received signal=%s", signal.Signals(number).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    metrics = Metrics(task_type)
+    metrics.serve(settings.metrics_address, settings.metrics_port)
+    link = Link(settings.broker, name=settings.broker.name).start()
+    worker = Worker(settings, definition, link, metrics)
+    log.info("Started worker name=%s task_type=%s handler=%s queue=%s concurrency=%d broker=%s",
+             settings.worker_name, task_type, definition.qualified_name, settings.queue,
+             settings.concurrency, settings.broker.masked)
+    worker.start()
+    stop.wait()
+    held, requeued = worker.shutdown(settings.grace_seconds)
+    link.close()
+    log.info("Stopped worker held=%d requeued=%d", held, requeued)
+    return 0

@@ -1,0 +1,246 @@
+"""The worker: deliveries in, task functions on a pool of threads, events out, acks last.
+
+Threads, and who does what:
+    the link's I/O thread   receives deliveries, decodes them, hands jobs to the pool; it never
+                            runs user code and never waits;
+    N task threads          each runs one job at a time: the `started` event, the function,
+                            the final event, and the ack once every event is confirmed;
+    the heartbeat thread    sends a heartbeat for each job that has been quiet too long;
+    the main thread         waits for SIGTERM and then drains (`shutdown`).
+
+Invariants: a task message is acked only after all events of its attempt are confirmed; each
+delivery is settled once, by whoever removes its job from `_jobs` (the task thread when the
+job finishes, `shutdown` when the grace period ends), under `_lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from conveyor import names
+from conveyor.broker import BrokerError, Delivery, Link
+from conveyor.messaging.codec import (
+    DETAIL_HEADER,
+    REASON_HEADER,
+    MalformedMessageError,
+    decode_task,
+)
+from conveyor.models import TaskMessage
+from conveyor.worker.context import TaskContext
+from conveyor.worker.events import EventSender, SentEvent, Status
+from conveyor.worker.executing import Outcome, execute
+from conveyor.worker.metrics import Metrics
+from conveyor.worker.registry import TaskDefinition
+from conveyor.worker.settings import WorkerSettings
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass(eq=False)
+class _Job:
+    message: TaskMessage
+    deliveries: list[Delivery]
+    ctx: TaskContext | None = None
+    events: list[SentEvent] = field(default_factory=list)
+    """Events sent for this attempt; all must be confirmed before the ack."""
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, definition: TaskDefinition, link: Link,
+                 metrics: Metrics) -> None:
+        self._settings = settings
+        self._definition = definition
+        self._link = link
+        self._metrics = metrics
+        self._events = EventSender(link, settings.worker_name)
+        self._dead_letter_queue = names.dead_letter_queue(settings.queue)
+        self._work: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._jobs: dict[str, _Job] = {}
+        self._draining = False
+        self._stop = threading.Event()
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def start(self) -> None:
+        # Daemon threads: a task still running when the grace period ends must not keep the
+        # process alive; its message is requeued by then.
+        for number in range(self._settings.concurrency):
+            threading.Thread(target=self._serve, name=f"task-{number}", daemon=True).start()
+        if self._settings.heartbeat_seconds > 0:
+            threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
+        self._link.consume(self._settings.queue, self._settings.concurrency, self._on_delivery)
+
+    # -- the I/O thread ----------------------------------------------------------------------
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        if self._draining:
+            delivery.requeue()  # arrived while the cancel was on its way
+            return
+        try:
+            message = decode_task(delivery.body, self._definition.task_type)
+        except MalformedMessageError as error:
+            self._dead_letter(delivery, error)
+            return
+        with self._lock:
+            job = self._jobs.get(message.attempt_id)
+            if job is not None:
+                # The broker redelivered an attempt this worker is still running (its first
+                # delivery's channel closed): the running job settles this delivery too.
+                job.deliveries.append(delivery)
+                return
+            job = self._jobs[message.attempt_id] = _Job(message, [delivery])
+        self._work.put(job)
+
+    def _dead_letter(self, delivery: Delivery, error: MalformedMessageError) -> None:
+        """Copy the message to the dead-letter queue with the reason, then ack it.
+
+        Rejecting it would dead-letter it too, but without a word on why.
+        """
+        log.error("Dead-lettered a malformed task message queue=%s id=%s reason=%s detail=%s",
+                  self._settings.queue, delivery.message_id, error.reason, error.detail)
+        self._metrics.dead_lettered(error.reason)
+        headers = {**delivery.headers, REASON_HEADER: error.reason, DETAIL_HEADER: error.detail}
+        confirmed = self._link.publish("", self._dead_letter_queue, delivery.body,
+                                       headers=headers, message_id=delivery.message_id)
+
+        def settle(future: object) -> None:
+            if confirmed.exception() is None:
+                delivery.ack()
+            else:  # no dead-letter queue to copy to: let the broker dead-letter it as is
+                log.error("Failed to copy to the dead-letter queue=%s error=%s; rejected it",
+                          self._dead_letter_queue, confirmed.exception())
+                delivery.reject()
+
+        confirmed.add_done_callback(settle)
+
+    # -- task threads ------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while (job := self._work.get()) is not None:
+            try:
+                self._run(job)
+            except Exception:
+                log.exception("Failed to run a job attempt=%s", job.message.attempt_id)
+
+    def _run(self, job: _Job) -> None:
+        message = job.message
+        with self._lock:
+            if self._jobs.get(message.attempt_id) is not job:
+                return  # given back by shutdown before it started
+        self._metrics.in_flight(1)
+        try:
+            started_at = datetime.now(UTC)
+            ctx = TaskContext(message, self._settings.worker_name, started_at,
+                              lambda progress: self._heartbeat(job, progress))
+            job.ctx = ctx
+            self._send(job, "started")
+            log.info("Started task attempt=%s run=%s/%s task=%s delivery=%d",
+                     message.attempt_id, message.namespace, message.run, message.task,
+                     job.deliveries[0].delivery_count + 1)
+            outcome = execute(self._definition, message.inputs, ctx,
+                              self._settings.max_output_bytes)
+            self._finish(job, outcome)
+        finally:
+            self._metrics.in_flight(-1)
+
+    def _send(self, job: _Job, status: Status, outcome: Outcome | None = None,
+              progress: str | None = None) -> None:
+        if outcome is None:
+            sent = self._events.send(job.message, status, progress=progress)
+        else:
+            sent = self._events.send(job.message, outcome.status, outputs=outcome.outputs,
+                                     error=outcome.error, retryable=outcome.retryable)
+        with self._lock:
+            job.events.append(sent)
+
+    def _finish(self, job: _Job, outcome: Outcome) -> None:
+        message = job.message
+        with self._lock:
+            if self._jobs.get(message.attempt_id) is not job:
+                return  # requeued by shutdown: another delivery will report the attempt
+        self._send(job, outcome.status, outcome)
+        with self._lock:
+            events = list(job.events)
+        # In order: a consumer sees `started` confirmed before the final event is waited on.
+        for sent in events:
+            if not self._events.confirm(sent, self._stop):
+                log.warning("Left task unacked attempt=%s: its events are not confirmed",
+                            message.attempt_id)
+                return
+        with self._lock:
+            if self._jobs.get(message.attempt_id) is not job:
+                return
+            del self._jobs[message.attempt_id]
+            deliveries, job.deliveries = job.deliveries, []
+            self._idle.notify_all()
+        for delivery in deliveries:
+            delivery.ack()
+        self._metrics.finished(outcome.label, outcome.duration)
+        if outcome.status == "succeeded":
+            log.info("Succeeded task attempt=%s duration=%.3fs", message.attempt_id,
+                     outcome.duration)
+        else:
+            log.info("Failed task attempt=%s retryable=%s duration=%.3fs error=%s",
+                     message.attempt_id, outcome.retryable, outcome.duration, outcome.error)
+
+    # -- heartbeats --------------------------------------------------------------------------
+
+    def _heartbeat(self, job: _Job, progress: str | None) -> None:
+        with self._lock:
+            if self._jobs.get(job.message.attempt_id) is not job:
+                return
+            # Confirmed heartbeats need no more waiting: keep the list short on long tasks.
+            job.events = [e for e in job.events if not e.future.done() or e.status != "heartbeat"
+                          or e.future.exception() is not None]
+        self._send(job, "heartbeat", progress=progress)
+        log.info("Sent heartbeat attempt=%s progress=%s", job.message.attempt_id, progress)
+
+    def _beat(self) -> None:
+        every = self._settings.heartbeat_seconds
+        while not self._stop.wait(min(1.0, every / 2)):
+            with self._lock:
+                contexts = [job.ctx for job in self._jobs.values() if job.ctx is not None]
+            for ctx in contexts:
+                if ctx.seconds_since_heartbeat() >= every:
+                    ctx.heartbeat()
+
+    # -- the main thread ---------------------------------------------------------------------
+
+    def shutdown(self, grace: float) -> tuple[int, int]:
+        """Stop taking work, let held tasks finish for up to `grace` seconds, requeue the
+        rest; return (held at the start, requeued)."""
+        deadline = time.monotonic() + grace
+        self._draining = True
+        # Without a connection the cancel cannot complete; the broker requeues what it
+        # delivered anyway once it sees the connection gone.
+        with contextlib.suppress(TimeoutError, BrokerError):
+            self._link.cancel().result(timeout=max(0.5, min(grace, 5.0)))
+        with self._lock:
+            held = len(self._jobs)
+            log.info("Stopped taking tasks held=%d grace=%.0fs", held, grace)
+            self._idle.wait_for(lambda: not self._jobs,
+                                timeout=max(0.0, deadline - time.monotonic()))
+            leftover = list(self._jobs.values())
+            self._jobs.clear()
+            for job in leftover:
+                job.deliveries, deliveries = [], job.deliveries
+                for delivery in deliveries:
+                    delivery.requeue()
+        for job in leftover:
+            log.info("Requeued task attempt=%s", job.message.attempt_id)
+            self._metrics.finished("requeued")
+        self._stop.set()
+        for _ in range(self._settings.concurrency):
+            self._work.put(None)
+        return held, len(leftover)

@@ -1,0 +1,115 @@
+"""`conveyor-worker`'s settings: flags first, then the environment the operator sets.
+
+Every mistake becomes one `WorkerConfigError` line that names the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from conveyor.messaging.settings import BrokerSettings, BrokerSettingsError
+from conveyor.worker.errors import WorkerConfigError
+from conveyor.worker.executing import DEFAULT_MAX_OUTPUT_BYTES
+
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_GRACE_SECONDS = 25.0  # below Kubernetes' default terminationGracePeriodSeconds (30)
+DEFAULT_HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    module: str
+    broker: BrokerSettings
+    queue: str
+    task_type: str | None
+    """None: the module's only task type."""
+    concurrency: int = 1
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_address: str = "0.0.0.0"  # scraped from outside the pod
+    worker_name: str = "worker"
+    log_level: str = "INFO"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise WorkerConfigError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="conveyor-worker",
+                     description="Serve the Conveyor tasks a Python module defines.")
+    add = parser.add_argument
+    add("--module", help="module that defines the tasks (env CONVEYOR_MODULE)")
+    add("--queue", help="queue to consume (env CONVEYOR_QUEUE)")
+    add("--task-type", help="task type to serve (env CONVEYOR_TASK_TYPE)")
+    add("--concurrency", help="tasks at once (env CONVEYOR_CONCURRENCY; default 1)")
+    add("--grace-seconds", help="on SIGTERM, time to finish held tasks before requeueing them"
+        f" (env CONVEYOR_GRACE_SECONDS; default {DEFAULT_GRACE_SECONDS:g})")
+    add("--metrics-port", help="Prometheus port, 0 for none"
+        f" (env CONVEYOR_METRICS_PORT; default {DEFAULT_METRICS_PORT})")
+    add("--metrics-address", help="address to serve metrics on"
+        " (env CONVEYOR_METRICS_ADDRESS; default 0.0.0.0)")
+    return parser
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float], least: float) -> float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise WorkerConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < least:
+        raise WorkerConfigError(f"{name} must be at least {least:g}, got {raw!r}")
+    return value
+
+
+def load(argv: Sequence[str], env: Mapping[str, str]) -> WorkerSettings:
+    args = _parser().parse_args(list(argv))
+
+    def pick(flag: str | None, var: str, default: str | None = None) -> str | None:
+        value = flag if flag is not None else env.get(var, "").strip()
+        return value or default
+
+    module = pick(args.module, "CONVEYOR_MODULE")
+    if not module:
+        raise WorkerConfigError("no module given: pass --module pkg.mod or set CONVEYOR_MODULE")
+    queue = pick(args.queue, "CONVEYOR_QUEUE")
+    if not queue:
+        raise WorkerConfigError("CONVEYOR_QUEUE is not set: it names the queue to consume")
+    try:
+        broker = BrokerSettings.from_env(env, name="conveyor-worker")
+    except BrokerSettingsError as error:
+        raise WorkerConfigError(str(error)) from None
+    worker = (env.get("CONVEYOR_WORKER_NAME") or env.get("POD_NAME") or env.get("HOSTNAME")
+              or socket.gethostname())
+    return WorkerSettings(
+        module=module,
+        broker=BrokerSettings(broker.url, broker.ca_file, name=f"conveyor-worker {worker}"),
+        queue=queue,
+        task_type=pick(args.task_type, "CONVEYOR_TASK_TYPE"),
+        concurrency=int(_number("CONVEYOR_CONCURRENCY",
+                                pick(args.concurrency, "CONVEYOR_CONCURRENCY", "1") or "1",
+                                int, 1)),
+        grace_seconds=_number("CONVEYOR_GRACE_SECONDS",
+                              pick(args.grace_seconds, "CONVEYOR_GRACE_SECONDS")
+                              or str(DEFAULT_GRACE_SECONDS), float, 0),
+        heartbeat_seconds=_number("CONVEYOR_HEARTBEAT_SECONDS",
+                                  env.get("CONVEYOR_HEARTBEAT_SECONDS")
+                                  or str(DEFAULT_HEARTBEAT_SECONDS), float, 0),
+        max_output_bytes=int(_number("CONVEYOR_MAX_OUTPUT_BYTES",
+                                     env.get("CONVEYOR_MAX_OUTPUT_BYTES")
+                                     or str(DEFAULT_MAX_OUTPUT_BYTES), int, 2)),
+        metrics_port=int(_number("CONVEYOR_METRICS_PORT",
+                                 pick(args.metrics_port, "CONVEYOR_METRICS_PORT")
+                                 or str(DEFAULT_METRICS_PORT), int, 0)),
+        metrics_address=pick(args.metrics_address, "CONVEYOR_METRICS_ADDRESS", "0.0.0.0")
+        or "0.0.0.0",
+        worker_name=worker,
+        log_level=(env.get("CONVEYOR_LOG_LEVEL") or "INFO").upper(),
+    )
