@@ -64,7 +64,8 @@ OUTPUT_LIMIT = 4 * 1024
 TASK_OUTPUTS_LIMIT = 256 * 1024
 RUN_OUTPUTS_LIMIT = 1024 * 1024
 
-_PLAIN_PHASE = {QUEUED: "Queued", RUNNING: "Running", RETRYING: "Retrying"}
+_ATTEMPT_EVENTS = frozenset((ev.TaskStarted, ev.TaskHeartbeat, ev.TaskSucceeded, ev.TaskFailed))
+_IN_FLIGHT = (QUEUED, RUNNING)
 
 
 def new_run(workflow: CompiledWorkflow, uid: str, inputs: dict[str, Any], now: float) -> RunState:
@@ -121,7 +122,7 @@ def parse_attempt_id(value: str) -> tuple[str, str, int | None, int] | None:
         return None
     uid, where, attempt = parts
     index: int | None = None
-    if where.endswith("]"):
+    if where[-1:] == "]":
         where, _, number = where[:-1].partition("[")
         if not number.isdigit():
             return None
@@ -145,17 +146,17 @@ class _Step:
 
     def handle(self, event: ev.Event) -> None:
         run = self.run
-        if isinstance(event, ev.TaskSucceeded | ev.TaskFailed | ev.TaskStarted
-                      | ev.TaskHeartbeat):
+        kind = type(event)
+        if kind in _ATTEMPT_EVENTS:
             if run.phase == "Running":
-                self.on_attempt(event)
-        elif isinstance(event, ev.Tick):
+                self.on_attempt(event)  # type: ignore[arg-type]
+        elif kind is ev.Tick:
             if run.phase == "Running":
                 self.on_tick()
-        elif isinstance(event, ev.Start):
+        elif kind is ev.Start:
             if run.phase == "Pending":
                 self.start()
-        elif isinstance(event, ev.Cancel) and run.phase not in RUN_TERMINAL:
+        elif kind is ev.Cancel and run.phase not in RUN_TERMINAL:
             self.stop("Cancelled", CANCELLED_REASON, "cancelled: spec.cancel is true")
 
     def start(self) -> None:
@@ -184,8 +185,8 @@ class _Step:
             return
         i = index or 0
         # Only the current attempt of an instance still in flight may change anything.
-        if (task.phase in TERMINAL or i >= task.total or task.attempt_of[i] != attempt
-                or task.phases[i] not in (QUEUED, RUNNING)):
+        if (task.phase in TERMINAL or i >= len(task.phases) or task.attempt_of[i] != attempt
+                or task.phases[i] not in _IN_FLIGHT):
             return
         if isinstance(event, ev.TaskSucceeded):
             self.succeed(task, i, event.outputs, event.worker)
@@ -259,7 +260,7 @@ class _Step:
         task.due.pop(i, None)
         if task.spec.for_each is None:
             task.worker = worker or task.worker
-        if task.succeeded == task.total:
+        if task.succeeded == len(task.phases):
             self.finish(task, "Succeeded")
         else:
             self.fill(task)
@@ -348,7 +349,8 @@ class _Step:
     def fill(self, task: TaskState) -> None:
         """Dispatch never-dispatched instances while the task's parallelism allows."""
         limit = task.spec.max_parallel
-        while task.next_index < task.total and (limit is None or task.active < limit):
+        total = len(task.phases)
+        while task.next_index < total and (limit is None or task.active < limit):
             i = task.next_index
             task.next_index += 1
             task.active += 1

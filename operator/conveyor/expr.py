@@ -29,6 +29,11 @@ _TASK_REF = re.compile(
 )
 _TASKS_WORD = re.compile(r"\btasks\b")
 _POSITION = re.compile(r"<input>:(\d+):(\d+): (.*)")
+# `item.sku`, `tasks.validate.outputs`: plain field selection, by far the most common form,
+# is walked in Python; handing such an expression to CEL costs more in converting the
+# variables than in evaluating. The answer is the same either way.
+_SELECTION = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*\s*")
+_LITERALS = frozenset(("true", "false", "null"))
 
 Variables = Mapping[str, Any]
 
@@ -43,9 +48,13 @@ class Expression:
     variables: frozenset[str]
     # Names of the tasks it reads, or None when it reads `tasks` as a whole.
     task_refs: frozenset[str] | None
+    # For a plain field selection, its names (`item.sku` -> ("item", "sku")).
+    selection: tuple[str, ...] | None = None
 
     def evaluate(self, variables: Variables) -> Any:
         """The expression's value as JSON-compatible Python; ExpressionError on failure."""
+        if self.selection is not None:
+            return self._select(variables)
         context = {}
         for name in self.variables:
             if name in variables:
@@ -60,6 +69,23 @@ class Expression:
         return to_json(result)
 
 
+    def _select(self, variables: Variables) -> Any:
+        names = self.selection
+        assert names is not None
+        if names[0] not in variables:
+            raise ExpressionError(self.path, self.source, f"undeclared reference {names[0]!r}")
+        value = variables[names[0]]
+        for name in names[1:]:
+            if not isinstance(value, dict):
+                raise ExpressionError(self.path, self.source,
+                                      f"no field {name!r} on a value of type "
+                                      f"{type(value).__name__}")
+            if name not in value:
+                raise ExpressionError(self.path, self.source, f"no such key: {name!r}")
+            value = value[name]
+        return value
+
+
 def _reason(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     if isinstance(error, KeyError):
@@ -69,7 +95,8 @@ def _reason(error: Exception) -> str:
 
 def to_json(value: Any) -> Any:
     """CEL results as JSON values: timestamps and durations as text, bytes as base64."""
-    if value is None or isinstance(value, str | int | float | bool):
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool or kind is float:
         return value
     if isinstance(value, list):
         return [to_json(v) for v in value]
@@ -92,7 +119,12 @@ def compile_expression(source: str, path: str, offset: int = 0) -> Expression:
         reason = _syntax_reason(error, source, offset)
         raise ExpressionError(path, source.strip(), reason) from error
     variables = frozenset(program.variables())
-    return Expression(source.strip(), path, program, variables, _task_refs(source, variables))
+    selection = None
+    if _SELECTION.fullmatch(source):
+        names = tuple(name.strip() for name in source.split("."))
+        selection = None if names[0] in _LITERALS else names
+    return Expression(source.strip(), path, program, variables, _task_refs(source, variables),
+                      selection)
 
 
 def _syntax_reason(error: Exception, source: str, offset: int) -> str:

@@ -37,9 +37,14 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 DEADLINE_TIMER, RETRY_TIMER, TIMEOUT_TIMER = 0, 1, 2
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def json_size(value: Any) -> int:
     """Bytes of a value as compact JSON: what outputs cost in the status."""
-    return len(json.dumps(value, separators=(",", ":")))
+    if not value and isinstance(value, dict):
+        return 2
+    return len(_COMPACT.encode(value))
 
 
 class TaskState:

@@ -1,9 +1,11 @@
 """`${{ CEL }}` templates: typing, text rendering, errors with their place."""
 
+import dataclasses
+
 import pytest
 
 from conveyor.errors import ExpressionError
-from conveyor.expr import compile_template
+from conveyor.expr import compile_expression, compile_template
 
 VARS = {"inputs": {"order": {"id": 42, "items": [{"sku": "a"}], "total": 19.9}}, "index": 3}
 
@@ -68,3 +70,24 @@ def test_only_named_tasks_are_passed_to_cel() -> None:
     tasks = {"a-b": {"outputs": {"n": 1}}, "c": {"outputs": {"n": 2}}, "huge": object()}
     assert template.render({"tasks": tasks}) == 3
     assert compile_template("${{ tasks.all(t, true) }}", "p").task_refs is None
+
+
+@pytest.mark.parametrize("source", ["item.sku", "inputs.order.items", "index", "inputs . order",
+                                    "item.missing", "inputs.order.id.deeper", "nothing.here"])
+def test_field_selection_walked_in_python_agrees_with_cel(source: str) -> None:
+    fast = compile_expression(source, "p")
+    assert fast.selection is not None
+    slow = dataclasses.replace(fast, selection=None)
+    variables = {**VARS, "item": {"sku": "a"}}
+    try:
+        expected = slow.evaluate(variables)
+    except ExpressionError:
+        with pytest.raises(ExpressionError):
+            fast.evaluate(variables)
+    else:
+        assert fast.evaluate(variables) == expected
+
+
+def test_literals_are_not_selections() -> None:
+    assert compile_expression("true", "p").selection is None
+    assert compile_expression("a.b()", "p").selection is None
