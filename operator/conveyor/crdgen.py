@@ -83,6 +83,10 @@ def openapi_schema(model: type[Workflow] | type[WorkflowRun]) -> Schema:
     """The structural openAPIV3Schema of a resource model (spec and status)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     body = _structural(raw, raw.get("$defs", {}), model.__name__)
+    if "status" in body["properties"]:
+        # Only the operator writes status; server-side defaults there would just add bytes
+        # to every entry (and make the stored status differ from the one written).
+        _drop_defaults(body["properties"]["status"])
     body["properties"] = {
         "apiVersion": {
             "type": "string",
@@ -93,6 +97,15 @@ def openapi_schema(model: type[Workflow] | type[WorkflowRun]) -> Schema:
         **body["properties"],
     }
     return body
+
+
+def _drop_defaults(node: Schema) -> None:
+    node.pop("default", None)
+    for sub in node.get("properties", {}).values():
+        _drop_defaults(sub)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            _drop_defaults(node[key])
 
 
 def _crd(

@@ -54,6 +54,8 @@ def test_schema_is_structural_and_documented(filename: str) -> None:
     kept = sorted(p for p, n in _walk(schema) if n.get("x-kubernetes-preserve-unknown-fields"))
     assert all(p.endswith(("inputs", "outputs")) for p in kept), kept
     assert version["subresources"] == {"status": {}}
+    status = [n for p, n in _walk(schema) if p.startswith(".status")]
+    assert status and not any("default" in n for n in status)
     assert crd["spec"]["names"]["categories"] == ["conveyor"]
 
 
