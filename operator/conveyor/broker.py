@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -51,6 +51,8 @@ from conveyor.messaging.confirms import ConfirmTracker
 from conveyor.messaging.settings import BrokerSettings
 
 log = logging.getLogger("conveyor.broker")
+
+T = TypeVar("T")
 
 NOT_FOUND = 404
 PRECONDITION_FAILED = 406
@@ -101,18 +103,16 @@ class QueueStats:
 class Admin:
     """Declares, deletes and inspects queues and exchanges; every call is idempotent.
 
-    Use as a context manager; it holds one blocking connection. Deleting what does not exist
-    succeeds, declaring what exists with the same arguments succeeds.
+    Use as a context manager; it holds one blocking connection, made again when a broker
+    restart took it (each call is retried once on a new connection). Deleting what does not
+    exist succeeds; declaring what exists with the same arguments succeeds.
     """
 
     def __init__(self, settings: BrokerSettings) -> None:
         self._settings = settings
-        try:
-            self._connection = pika.BlockingConnection(connection_parameters(settings))
-        except pika.exceptions.AMQPError as error:
-            raise BrokerError(f"cannot connect to RabbitMQ at {settings.masked}: "
-                              f"{error!r}") from error
-        self._channel = self._connection.channel()
+        self._connection: Any = None
+        self._channel: Any = None
+        self._connect()
 
     def __enter__(self) -> Admin:
         return self
@@ -122,27 +122,51 @@ class Admin:
         self.close()
 
     def close(self) -> None:
-        if self._connection.is_open:
+        if self._connection is not None and self._connection.is_open:
             self._connection.close()
 
-    def _fresh_channel(self) -> Any:
-        """The channel, reopened if the broker closed it (a 404 or 406 closes a channel)."""
-        if not self._channel.is_open:
+    def _connect(self) -> None:
+        self.close()
+        try:
+            self._connection = pika.BlockingConnection(connection_parameters(self._settings))
             self._channel = self._connection.channel()
-        return self._channel
+        except pika.exceptions.AMQPError as error:
+            raise BrokerError(f"cannot connect to RabbitMQ at {self._settings.masked}: "
+                              f"{error!r}") from error
+
+    def _do(self, op: Callable[[Any], T]) -> T:
+        """Run `op` on the channel: reopened if the broker closed it (a 404 or a 406 closes
+        a channel), on a new connection if the old one was lost."""
+        for attempt in (1, 2):
+            try:
+                if not self._connection.is_open:
+                    self._connect()
+                if not self._channel.is_open:
+                    self._channel = self._connection.channel()
+                return op(self._channel)
+            except (pika.exceptions.AMQPConnectionError,
+                    pika.exceptions.ChannelWrongStateError) as error:
+                if attempt == 2:
+                    raise BrokerError(f"lost RabbitMQ at {self._settings.masked}: "
+                                      f"{error!r}") from error
+                self._connect()
+        raise AssertionError("unreachable")
 
     def declare_exchanges(self) -> None:
-        for exchange in topology.EXCHANGES:
-            self._fresh_channel().exchange_declare(exchange.name, exchange.type, durable=True)
+        def declare(channel: Any) -> None:
+            for exchange in topology.EXCHANGES:
+                channel.exchange_declare(exchange.name, exchange.type, durable=True)
+
+        self._do(declare)
 
     def declare_queue(self, queue: topology.Queue) -> None:
         try:
-            self._fresh_channel().queue_declare(queue.name, durable=True,
-                                                arguments=queue.arguments)
+            self._do(lambda ch: ch.queue_declare(queue.name, durable=True,
+                                                 arguments=queue.arguments))
         except pika.exceptions.ChannelClosedByBroker as error:
             if error.reply_code == PRECONDITION_FAILED:
                 raise QueueMismatchError(f"queue {queue.name} exists with other arguments: "
-                                    f"{error.reply_text}") from error
+                                         f"{error.reply_text}") from error
             raise BrokerError(f"cannot declare queue {queue.name}: {error.reply_text}") from error
 
     def declare_task_queue(self, queue: str, delivery_limit: int) -> None:
@@ -151,7 +175,7 @@ class Admin:
         self.declare_exchanges()
         self.declare_queue(topology.dead_letter_queue(queue))
         self.declare_queue(topology.task_queue(queue, delivery_limit))
-        self._fresh_channel().queue_bind(queue, names.TASKS_EXCHANGE, routing_key=queue)
+        self._do(lambda ch: ch.queue_bind(queue, names.TASKS_EXCHANGE, routing_key=queue))
 
     def delete_task_queue(self, queue: str) -> None:
         """The queue and its dead letters; a queue already gone counts as deleted."""
@@ -160,7 +184,7 @@ class Admin:
 
     def delete_queue(self, name: str) -> None:
         try:
-            self._fresh_channel().queue_delete(name)
+            self._do(lambda ch: ch.queue_delete(name))
         except pika.exceptions.ChannelClosedByBroker as error:
             if error.reply_code != NOT_FOUND:
                 raise BrokerError(f"cannot delete queue {name}: {error.reply_text}") from error
@@ -173,20 +197,27 @@ class Admin:
             self.bind(name, pattern)
 
     def bind(self, queue: str, pattern: str) -> None:
-        self._fresh_channel().queue_bind(queue, names.EVENTS_EXCHANGE, routing_key=pattern)
+        self._do(lambda ch: ch.queue_bind(queue, names.EVENTS_EXCHANGE, routing_key=pattern))
 
     def unbind(self, queue: str, pattern: str) -> None:
-        self._fresh_channel().queue_unbind(queue, names.EVENTS_EXCHANGE, routing_key=pattern)
+        self._do(lambda ch: ch.queue_unbind(queue, names.EVENTS_EXCHANGE, routing_key=pattern))
 
     def inspect(self, queue: str) -> QueueStats | None:
         """Backlog and consumers of `queue`, or None if it does not exist."""
         try:
-            ok = self._fresh_channel().queue_declare(queue, passive=True)
+            ok = self._do(lambda ch: ch.queue_declare(queue, passive=True))
         except pika.exceptions.ChannelClosedByBroker as error:
             if error.reply_code == NOT_FOUND:
                 return None
             raise BrokerError(f"cannot inspect queue {queue}: {error.reply_text}") from error
         return QueueStats(backlog=ok.method.message_count, consumers=ok.method.consumer_count)
+
+    def get(self, queue: str) -> tuple[dict[str, Any], bytes] | None:
+        """Take one message off `queue` (acked at once): its headers and body, or None."""
+        method, properties, body = self._do(lambda ch: ch.basic_get(queue, auto_ack=True))
+        if method is None:
+            return None
+        return dict(properties.headers or {}), body
 
 
 # --- the link --------------------------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""Acceptance of the worker SDK: real `conveyor-worker` processes on the real RabbitMQ.
+
+Workers serve tests/integration/tasks_under_test.py; events are collected from a queue bound to
+`task.*`. Every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from conveyor import names
+from conveyor.messaging.codec import DETAIL_HEADER, REASON_HEADER, encode_task
+from integration.helpers import drain_queue, publish_tasks, wait_consuming
+from support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_thousand_tasks_through_three_workers_report_each_event_once_in_order(
+        admin, task_queue, events, workers, publisher):
+    queue = task_queue("echo")
+    for _ in range(3):
+        workers(queue, concurrency=4, CONVEYOR_LOG_LEVEL="WARNING")
+    wait_consuming(admin, queue, 3)
+    count = 1000
+    publish_tasks(publisher, queue, [queue.message(i, {"i": i}) for i in range(count)])
+
+    eventually(lambda: len(events.with_status("succeeded", queue.run_uid)) >= count, 90,
+               what=f"{count} succeeded events")
+    seen: dict[str, list[str]] = defaultdict(list)
+    for event in events.all(queue.run_uid):
+        seen[event.attempt_id].append(event.status)
+    assert len(seen) == count
+    wrong = {key: statuses for key, statuses in seen.items()
+             if statuses != ["started", "succeeded"]}
+    assert not wrong, f"{len(wrong)} attempts with other events, e.g. {list(wrong.items())[:3]}"
+    workers_used = {e.worker for e in events.with_status("succeeded", queue.run_uid)}
+    assert len(workers_used) == 3
+    stats = admin.inspect(queue.name)
+    assert stats is not None and stats.backlog == 0
+    assert drain_queue(admin, queue.dead) == []
+
+
+def _hold(queue, tmp_path: Path, index: int):
+    release, holding = tmp_path / f"release-{index}", tmp_path / f"holding-{index}"
+    return queue.message(index, {"release": str(release), "holding": str(holding)}), release, \
+        holding
+
+
+def test_a_task_whose_worker_is_killed_is_redelivered_to_another_and_finishes(  # noqa: PLR0917
+        admin, task_queue, events, workers, publisher, tmp_path):
+    queue = task_queue("hold")
+    first = workers(queue)
+    wait_consuming(admin, queue, 1)
+    message, release, holding = _hold(queue, tmp_path, 0)
+    publish_tasks(publisher, queue, [message])
+    eventually(holding.exists, 20, what="the first worker holding the task")
+    assert holding.read_text() == first.name
+
+    first.signal(signal.SIGKILL)
+    second = workers(queue)
+    eventually(lambda: holding.read_text() == second.name, 30,
+               what="the task redelivered to the second worker")
+    release.touch()
+    eventually(lambda: events.with_status("succeeded", queue.run_uid), 20,
+               what="the succeeded event")
+    [succeeded] = events.with_status("succeeded", queue.run_uid)
+    assert succeeded.worker == second.name
+    assert succeeded.outputs == {"released": True, "worker": second.name}
+    eventually(lambda: admin.inspect(queue.name).backlog == 0, 10, what="an empty queue")
+
+
+def test_sigterm_finishes_or_requeues_held_tasks_within_grace_and_exits_zero(  # noqa: PLR0917
+        admin, task_queue, events, workers, publisher, tmp_path):
+    queue = task_queue("hold")
+    grace = 3.0
+    draining = workers(queue, concurrency=2, CONVEYOR_GRACE_SECONDS=str(grace))
+    wait_consuming(admin, queue, 1)
+    (finishes, release_a, holding_a), (requeued, release_b, holding_b) = (
+        _hold(queue, tmp_path, 0), _hold(queue, tmp_path, 1))
+    publish_tasks(publisher, queue, [finishes, requeued])
+    eventually(lambda: holding_a.exists() and holding_b.exists(), 20,
+               what="the worker holding both tasks")
+
+    signalled = time.monotonic()
+    draining.signal(signal.SIGTERM)
+    # (A quorum queue keeps counting a cancelled consumer while it holds messages, so the
+    # worker's word is the signal here.)
+    eventually(lambda: "Stopped taking tasks" in draining.output(), 10,
+               what="the worker to stop consuming")
+    later, release_c, holding_c = _hold(queue, tmp_path, 2)
+    publish_tasks(publisher, queue, [later])  # must wait for another worker
+    release_a.touch()  # one task finishes within the grace period, the other does not
+    eventually(lambda: draining.exited() is not None, grace + 10, what="the worker to exit")
+    assert draining.exited() == 0, draining.output()
+    assert time.monotonic() - signalled < grace + 5
+    assert "Requeued task attempt=" + requeued.attempt_id in draining.output()
+    assert not holding_c.exists()
+
+    release_b.touch()
+    release_c.touch()
+    successor = workers(queue, concurrency=2)
+    eventually(lambda: len(events.finished(queue.run_uid)) == 3, 30,
+               what="all three tasks finished")
+    by_attempt = {e.attempt_id: e for e in events.with_status("succeeded", queue.run_uid)}
+    assert by_attempt[finishes.attempt_id].worker == draining.name
+    assert by_attempt[requeued.attempt_id].worker == successor.name
+    assert by_attempt[later.attempt_id].worker == successor.name
+    eventually(lambda: admin.inspect(queue.name).backlog == 0, 10, what="an empty queue")
+    assert drain_queue(admin, queue.dead) == []
+
+
+def test_a_task_that_kills_every_worker_is_dead_lettered_after_the_delivery_limit(
+        admin, task_queue, workers, publisher):
+    limit = 2
+    queue = task_queue("crash", delivery_limit=limit)
+    publish_tasks(publisher, queue, [queue.message(0)])
+    deaths = 0
+    dead: list = []
+    # A supervisor, as a Deployment is: start a worker whenever the last one died.
+    while not dead:
+        assert deaths <= limit + 1, f"still not dead-lettered after {deaths} crashes"
+        worker = workers(queue)
+        exited_or_dead = eventually(
+            lambda w=worker: w.exited() is not None or admin.inspect(queue.dead).backlog, 30,
+            what="the worker to crash or the message to be dead-lettered")
+        if worker.exited() is not None:
+            assert worker.exited() == -signal.SIGKILL
+            deaths += 1
+        del exited_or_dead
+        if admin.inspect(queue.dead).backlog:
+            dead = drain_queue(admin, queue.dead)
+    assert deaths == limit + 1
+    [(headers, body)] = dead
+    assert headers["x-first-death-reason"] == "delivery_limit"
+    assert body == encode_task(queue.message(0))
+    assert admin.inspect(queue.name).backlog == 0
+
+
+def test_malformed_task_bodies_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving(
+        admin, task_queue, events, workers, publisher):
+    queue = task_queue("echo")
+    worker = workers(queue)
+    wait_consuming(admin, queue, 1)
+    valid = queue.message(0, {"ok": True})
+    bad = {
+        "not-json": b"\x00 not json",
+        "not-an-object": b"[1, 2]",
+        "unsupported-version": valid.model_dump_json(by_alias=True).replace(
+            '"v":1', '"v":2').encode(),
+        "invalid-fields": b'{"v": 1, "attemptId": "x/y/1"}',
+        "wrong-task-type": queue.message(1).model_copy(update={"task_type": "other"})
+        .model_dump_json(by_alias=True).encode(),
+    }
+    for body in bad.values():
+        publisher.publish(names.TASKS_EXCHANGE, queue.name, body).result(10)
+    publish_tasks(publisher, queue, [valid])
+
+    eventually(lambda: events.with_status("succeeded", queue.run_uid), 20,
+               what="the valid task to succeed after the malformed ones")
+    eventually(lambda: admin.inspect(queue.dead).backlog == len(bad), 10,
+               what="every malformed body dead-lettered")
+    dead = drain_queue(admin, queue.dead)
+    assert {headers[REASON_HEADER]: body for headers, body in dead} == bad
+    assert all(headers[DETAIL_HEADER] for headers, _ in dead)
+    assert worker.exited() is None
+    assert worker.output().count("Dead-lettered a malformed task message") == len(bad)
+    assert [e.attempt_id for e in events.all(queue.run_uid)] == [valid.attempt_id] * 2
