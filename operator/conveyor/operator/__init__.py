@@ -1,8 +1,35 @@
-"""`conveyor-operator`: the operator issue."""
+"""`conveyor-operator`: runs Conveyor Workflows on Kubernetes (kopf), see DESIGN.md §1."""
 
-from conveyor._placeholder import not_implemented
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from conveyor.errors import ConveyorError
+from conveyor.operator.handlers import build_registry
+from conveyor.operator.settings import load
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `conveyor-operator`."""
-    return not_implemented("conveyor-operator", "the operator issue")
+    try:
+        settings = load(argv)
+    except ConveyorError as error:
+        print(f"conveyor-operator: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    kopf.run(
+        registry=build_registry(settings),
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
+        memo=kopf.Memo(settings=settings),
+    )
+    return 0

@@ -1,0 +1,256 @@
+"""The Kubernetes adapter: the only module that imports `kubernetes`.
+
+Blocking calls, meant to run in a worker thread (`asyncio.to_thread`) from the operator's
+event loop. Every error leaves as a `KubeError` (with the HTTP status), the library's error
+chained as its cause; a 404 on delete counts as success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from conveyor import names
+from conveyor.errors import ConveyorError
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class KubeError(ConveyorError):
+    """A call to the API server failed; `status` is its HTTP status (0 when none came)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+def _error(what: str, error: ApiException) -> KubeError:
+    reason = error.reason or ""
+    with contextlib.suppress(ValueError, AttributeError):
+        reason = json.loads(error.body or "{}").get("message", reason)
+    return KubeError(f"{what}: {reason}", int(error.status or 0))
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    name: str
+    task_type: str
+    replicas: int
+    ready_replicas: int
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod with a mounted token, else KUBECONFIG."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+class Kube:
+    """The API calls the operator makes besides kopf's own watches and patches."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api = api_client or load_api_client()
+        self.apps = client.AppsV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    # -- children of a Workflow ---------------------------------------------------------------
+    def apply_deployment(self, manifest: Mapping[str, Any]) -> None:
+        meta = manifest["metadata"]
+        try:
+            self.apps.patch_namespaced_deployment(
+                meta["name"], meta["namespace"], dict(manifest),
+                field_manager=names.FIELD_MANAGER, force=True, _content_type=APPLY,
+            )
+        except ApiException as error:
+            raise _error(f"apply Deployment {meta['namespace']}/{meta['name']}", error) from error
+
+    def apply_secret(self, manifest: Mapping[str, Any]) -> None:
+        meta = manifest["metadata"]
+        try:
+            self.core.patch_namespaced_secret(
+                meta["name"], meta["namespace"], dict(manifest),
+                field_manager=names.FIELD_MANAGER, force=True, _content_type=APPLY,
+            )
+        except ApiException as error:
+            raise _error(f"apply Secret {meta['namespace']}/{meta['name']}", error) from error
+
+    def apply_config_map(self, manifest: Mapping[str, Any]) -> None:
+        meta = manifest["metadata"]
+        try:
+            self.core.patch_namespaced_config_map(
+                meta["name"], meta["namespace"], dict(manifest),
+                field_manager=names.FIELD_MANAGER, force=True, _content_type=APPLY,
+            )
+        except ApiException as error:
+            raise _error(f"apply ConfigMap {meta['namespace']}/{meta['name']}", error) from error
+
+    def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            found = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _error(f"get ConfigMap {namespace}/{name}", error) from error
+        return dict(found.data or {})
+
+    def list_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[DeploymentState]:
+        try:
+            found = self.apps.list_namespaced_deployment(namespace,
+                                                         label_selector=_selector(labels))
+        except ApiException as error:
+            raise _error(f"list Deployments in {namespace}", error) from error
+        return [
+            DeploymentState(
+                name=d.metadata.name,
+                task_type=(d.metadata.labels or {}).get(names.LABEL_TASK_TYPE, ""),
+                replicas=int(d.spec.replicas or 0),
+                ready_replicas=int((d.status and d.status.ready_replicas) or 0),
+            )
+            for d in found.items
+        ]
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            self.apps.delete_namespaced_deployment(name, namespace,
+                                                   propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise _error(f"delete Deployment {namespace}/{name}", error) from error
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        try:
+            self.apps.patch_namespaced_deployment_scale(
+                name, namespace, {"spec": {"replicas": replicas}},
+                field_manager=names.FIELD_MANAGER, _content_type=MERGE,
+            )
+        except ApiException as error:
+            raise _error(f"scale Deployment {namespace}/{name}", error) from error
+
+    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
+        try:
+            found = self.core.list_namespaced_pod(namespace, label_selector=_selector(labels))
+        except ApiException as error:
+            raise _error(f"list pods in {namespace}", error) from error
+        return [p.metadata.name for p in found.items if not p.metadata.deletion_timestamp]
+
+    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        try:
+            self.core.patch_namespaced_pod(
+                name, namespace, {"metadata": {"annotations": dict(annotations)}},
+                field_manager=names.FIELD_MANAGER, _content_type=MERGE,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise _error(f"annotate pod {namespace}/{name}", error) from error
+
+    # -- Conveyor's own resources -------------------------------------------------------------
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.custom.get_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.WORKFLOW_PLURAL, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _error(f"get Workflow {namespace}/{name}", error) from error
+
+    def patch_status(self, plural: str, namespace: str, name: str,
+                     status: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch `status` of a Workflow or WorkflowRun through the status subresource."""
+        try:
+            return dict(self.custom.patch_namespaced_custom_object_status(
+                names.GROUP, names.VERSION, namespace, plural, name, {"status": dict(status)},
+                field_manager=names.FIELD_MANAGER, _content_type=MERGE,
+            ))
+        except ApiException as error:
+            raise _error(f"patch status of {plural}/{name} in {namespace}", error) from error
+
+    def replace_status(self, plural: str, namespace: str, name: str,
+                       status: Mapping[str, Any]) -> None:
+        """Replace the whole status (fields left out are removed, unlike a merge patch)."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                names.GROUP, names.VERSION, namespace, plural, name,
+                [{"op": "add", "path": "/status", "value": dict(status)}],
+                field_manager=names.FIELD_MANAGER, _content_type=JSON_PATCH,
+            )
+        except ApiException as error:
+            raise _error(f"replace status of {plural}/{name} in {namespace}", error) from error
+
+    def post_event(self, involved: Mapping[str, str], kind: str, reason: str,
+                   message: str) -> None:
+        """A core/v1 Event about `involved` (apiVersion, kind, namespace, name, uid)."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{involved['name']}.",
+                         "namespace": involved["namespace"]},
+            "involvedObject": dict(involved),
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": names.FIELD_MANAGER},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(involved["namespace"], body)
+        except ApiException as error:
+            raise _error(f"post Event on {involved['kind']} {involved['name']}", error) from error
+
+    def list_custom(self, plural: str, namespace: str | None = None,
+                    limit: int | None = None) -> list[dict[str, Any]]:
+        extra = {"limit": limit} if limit else {}
+        try:
+            if namespace is None:
+                found = self.custom.list_cluster_custom_object(names.GROUP, names.VERSION,
+                                                               plural, **extra)
+            else:
+                found = self.custom.list_namespaced_custom_object(names.GROUP, names.VERSION,
+                                                                  namespace, plural, **extra)
+        except ApiException as error:
+            raise _error(f"list {plural}", error) from error
+        return [dict(item) for item in found.get("items", [])]
+
+    def create_run(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a WorkflowRun; a KubeError with `.conflict` when the name is taken."""
+        try:
+            return dict(self.custom.create_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.RUN_PLURAL, dict(body),
+                field_manager=names.FIELD_MANAGER,
+            ))
+        except ApiException as error:
+            raise _error(f"create WorkflowRun in {namespace}", error) from error
+
+    def delete_run(self, namespace: str, name: str, uid: str | None = None) -> None:
+        body = {"preconditions": {"uid": uid}} if uid else None
+        try:
+            self.custom.delete_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.RUN_PLURAL, name, body=body)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise _error(f"delete WorkflowRun {namespace}/{name}", error) from error

@@ -1,0 +1,108 @@
+"""The kopf handlers: thin. Each one hands the object to the runtime and maps Conveyor's
+errors to kopf's (`TemporaryError` with a delay when trying again can help)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from conveyor import names
+from conveyor.broker import BrokerError
+from conveyor.kube import KubeError
+from conveyor.operator.reconcile import Retry
+from conveyor.operator.runtime import Runtime
+from conveyor.operator.settings import Settings
+
+WORKFLOWS = (names.GROUP, names.VERSION, names.WORKFLOW_PLURAL)
+RUNS = (names.GROUP, names.VERSION, names.RUN_PLURAL)
+DRIFT_SECONDS = 60.0
+
+
+def raw(value: Any) -> Any:
+    """kopf's read-only views as plain JSON values."""
+    if isinstance(value, Mapping):
+        return {k: raw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [raw(v) for v in value]
+    return value
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+async def _reconcile(body: Any, memo: Any) -> None:
+    try:
+        await _runtime(memo).reconciler.reconcile(raw(body))
+        await _runtime(memo).triggers.sync_bindings()
+    except (BrokerError, KubeError) as error:
+        raise kopf.TemporaryError(str(error), delay=5) from error
+
+
+def build_registry(settings: Settings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        settings.persistence.finalizer = names.FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=names.ANNOTATIONS_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=names.ANNOTATIONS_PREFIX, key="last-handled-configuration")
+        settings.posting.enabled = False  # the operator posts its own, meaningful Events
+        settings.watching.server_timeout = 300
+        memo.runtime = Runtime(memo.settings)
+        await memo.runtime.start()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: its ServiceAccount; elsewhere (and on the test bed): KUBECONFIG.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(memo: Any, **_: Any) -> None:
+        if getattr(memo, "runtime", None) is not None:
+            await memo.runtime.stop()
+
+    @kopf.on.event(*WORKFLOWS, registry=registry)
+    async def workflow_seen(type: str, body: Any, memo: Any, **_: Any) -> None:
+        if type != "DELETED" and body:
+            _runtime(memo).book.observe(raw(body))
+
+    @kopf.on.resume(*WORKFLOWS, registry=registry)
+    @kopf.on.create(*WORKFLOWS, registry=registry)
+    @kopf.on.update(*WORKFLOWS, registry=registry)
+    async def workflow_changed(body: Any, memo: Any, **_: Any) -> None:
+        await _reconcile(body, memo)
+
+    @kopf.timer(*WORKFLOWS, interval=DRIFT_SECONDS, initial_delay=DRIFT_SECONDS,
+                registry=registry)
+    async def workflow_drift(body: Any, memo: Any, **_: Any) -> None:
+        await _reconcile(body, memo)
+
+    @kopf.on.delete(*WORKFLOWS, registry=registry)
+    async def workflow_deleted(body: Any, memo: Any, **_: Any) -> None:
+        try:
+            await _runtime(memo).reconciler.finalize(raw(body))
+            await _runtime(memo).triggers.sync_bindings()
+        except Retry as waiting:
+            raise kopf.TemporaryError(str(waiting), delay=waiting.delay) from waiting
+        except (BrokerError, KubeError) as error:
+            raise kopf.TemporaryError(str(error), delay=5) from error
+
+    @kopf.on.event(*RUNS, registry=registry)
+    async def run_seen(type: str, body: Any, memo: Any, **_: Any) -> None:
+        if not body:
+            return
+        if type == "DELETED":
+            _runtime(memo).runs.forget(body["metadata"]["uid"])
+        else:
+            _runtime(memo).runs.observe(raw(body))
+
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    return registry

@@ -1,0 +1,80 @@
+"""`/healthz` and `/metrics` on one port, served on the operator's loop (aiohttp, as kopf).
+
+Healthy means: the API server answered within `API_GRACE` seconds (a probe lists Workflows
+every `PROBE_SECONDS`; kopf's watches use the same server and credentials) and every broker
+link is connected or has been down for less than `BROKER_GRACE` seconds (it reconnects on its
+own; longer means the broker is gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from conveyor.kube import Kube, KubeError
+from conveyor.operator.metrics import Metrics
+
+log = logging.getLogger("conveyor.operator.health")
+
+PROBE_SECONDS = 10.0
+API_GRACE = 45.0
+BROKER_GRACE = 30.0
+
+
+@dataclass
+class Health:
+    kube: Kube
+    metrics: Metrics
+    links: Sequence[tuple[str, Callable[[], bool]]]
+    namespace: str | None = None  # where the probe lists Workflows; None: cluster-wide
+    api_ok_at: float = field(default_factory=time.monotonic)
+    down_since: dict[str, float] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        now = time.monotonic()
+        found = []
+        if now - self.api_ok_at > API_GRACE:
+            found.append(f"API server unreachable for {now - self.api_ok_at:.0f}s")
+        for name, connected in self.links:
+            if connected():
+                self.down_since.pop(name, None)
+                continue
+            since = self.down_since.setdefault(name, now)
+            if now - since > BROKER_GRACE:
+                found.append(f"broker link {name} down for {now - since:.0f}s")
+        return found
+
+    async def probe(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.kube.list_custom, "workflows", self.namespace,
+                                        1)
+                self.api_ok_at = time.monotonic()
+            except KubeError as error:
+                log.warning("API probe failed error=%s", error)
+            await asyncio.sleep(PROBE_SECONDS)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        problems = self.problems()
+        if problems:
+            return web.Response(status=503, text="\n".join(problems) + "\n")
+        return web.Response(text="ok\n")
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def serve(self, address: str, port: int) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, address, port).start()
+        log.info("Serving /healthz and /metrics address=%s port=%d", address, port)
+        return runner

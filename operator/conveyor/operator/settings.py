@@ -1,0 +1,104 @@
+"""The operator's settings: flags first, then environment variables, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from conveyor.errors import ConveyorError
+from conveyor.messaging.settings import BrokerSettings
+
+
+class SettingsError(ConveyorError):
+    """A flag or environment variable of the operator has a value it cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: BrokerSettings
+    """The RabbitMQ broker (`--amqp-url`, `CONVEYOR_AMQP_URL`); the password is never logged."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty: the whole cluster."""
+    writes_per_second: float = 50.0
+    """Bound on status writes per second over all runs (`CONVEYOR_WRITES_PER_SECOND`)."""
+    status_interval: float = 0.25
+    """Least seconds between two status writes of one run: writes coalesce within it."""
+    health_address: str = "0.0.0.0"
+    health_port: int = 8080
+    """Port of `/healthz` and `/metrics`; 0 turns the server off."""
+    log_level: str = "INFO"
+    peering: str | None = "conveyor"
+    """kopf peering name so two replicas never act at once; None to run without peering."""
+    pool_interval: float = 2.0
+    """Seconds between two looks at every pool's backlog for autoscaling and status."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conveyor-operator",
+        description="Runs Conveyor Workflows: provisions worker pools, dispatches tasks, "
+                    "records progress in WorkflowRun status.",
+    )
+    parser.add_argument("--namespace", "-n", action="append", default=None,
+                        help="namespace to watch (repeatable; env CONVEYOR_NAMESPACES, "
+                             "comma-separated); default: all namespaces")
+    parser.add_argument("--amqp-url", default=None,
+                        help="RabbitMQ URL (env CONVEYOR_AMQP_URL; prefer the env, from a Secret)")
+    parser.add_argument("--writes-per-second", type=float, default=None,
+                        help="bound on status writes per second (env "
+                             "CONVEYOR_WRITES_PER_SECOND, default 50)")
+    parser.add_argument("--health-port", type=int, default=None,
+                        help="port of /healthz and /metrics (env CONVEYOR_HEALTH_PORT, "
+                             "default 8080; 0: off)")
+    parser.add_argument("--health-address", default=None,
+                        help="address /healthz and /metrics listen on (env "
+                             "CONVEYOR_HEALTH_ADDRESS, default 0.0.0.0)")
+    parser.add_argument("--log-level", default=None,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level (env CONVEYOR_LOG_LEVEL, default INFO)")
+    parser.add_argument("--peering", default=None,
+                        help="kopf peering name (env CONVEYOR_PEERING, default conveyor; "
+                             "'none' runs standalone)")
+    return parser
+
+
+def _number(raw: str, name: str, kind: type[float] | type[int]) -> float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if value < 0:
+        raise SettingsError(f"{name}: {raw!r} must not be negative")
+    return value
+
+
+def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    args = _parser().parse_args(argv)
+    url = args.amqp_url or env.get("CONVEYOR_AMQP_URL", "")
+    broker = BrokerSettings.from_env({**env, "CONVEYOR_AMQP_URL": url}, name="conveyor-operator")
+    namespaces = args.namespace or [
+        n.strip() for n in env.get("CONVEYOR_NAMESPACES", "").split(",") if n.strip()
+    ]
+    writes = args.writes_per_second
+    if writes is None:
+        writes = _number(env.get("CONVEYOR_WRITES_PER_SECOND", "50"),
+                         "CONVEYOR_WRITES_PER_SECOND", float)
+    if writes <= 0:
+        raise SettingsError("--writes-per-second must be positive")
+    port = args.health_port
+    if port is None:
+        port = int(_number(env.get("CONVEYOR_HEALTH_PORT", "8080"), "CONVEYOR_HEALTH_PORT", int))
+    peering = args.peering or env.get("CONVEYOR_PEERING", "conveyor")
+    return Settings(
+        broker=broker,
+        namespaces=tuple(namespaces),
+        writes_per_second=float(writes),
+        health_address=args.health_address or env.get("CONVEYOR_HEALTH_ADDRESS", "0.0.0.0"),
+        health_port=int(port),
+        log_level=(args.log_level or env.get("CONVEYOR_LOG_LEVEL", "INFO")).upper(),
+        peering=None if peering.lower() == "none" else peering,
+    )
