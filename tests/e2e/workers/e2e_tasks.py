@@ -1,0 +1,36 @@
+"""Worker tasks the e2e tests drive: each does what its inputs say, so one module serves every
+scenario. Every execution appends one line to the file named by E2E_EXECUTION_LOG (when set):
+the workers' execution log, which tests compare with the runs' status."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from conveyor.worker import Retryable, TaskContext, task
+
+
+def _record(ctx: TaskContext, outcome: str) -> None:
+    path = os.environ.get("E2E_EXECUTION_LOG")
+    if path:
+        line = json.dumps({"attempt": ctx.idempotency_key, "outcome": outcome,
+                           "worker": ctx.worker})
+        with open(path, "a") as log:
+            log.write(line + "\n")
+
+
+@task("work")
+def work(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Sleeps `seconds`, fails when `fail` says so, returns `echo`."""
+    seconds = float(inputs.get("seconds", 0))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+    fail = inputs.get("fail")
+    if fail == "always" or (isinstance(fail, int) and ctx.attempt <= fail):
+        _record(ctx, "failed")
+        raise Retryable(f"failed on purpose (attempt {ctx.attempt})")
+    _record(ctx, "succeeded")
+    return {"echo": inputs.get("echo"), "attempt": ctx.attempt}
