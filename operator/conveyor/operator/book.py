@@ -44,6 +44,7 @@ class Entry:
     spec: dict[str, Any]
     compiled: CompiledWorkflow | None
     problem: str | None  # why it cannot run (InvalidSpec), when it cannot
+    provisioned: bool = False  # queues and pools of this generation exist: runs may start
 
 
 def invalid_message(error: ValidationError | InvalidSpecError) -> str:
@@ -92,9 +93,19 @@ class WorkflowBook:
             problem = invalid_message(error)
         entry = Entry(owner, generation, spec_body, compiled, problem)
         self._entries[key] = entry
-        for listener in self._listeners:
-            listener(owner.namespace, owner.name)
+        self._notify(owner.namespace, owner.name)
         return entry
+
+    def provisioned(self, namespace: str, name: str, generation: int) -> None:
+        """The reconcile declared the queues of `generation`: its runs may dispatch now."""
+        entry = self._entries.get((namespace, name))
+        if entry is not None and entry.generation == generation and not entry.provisioned:
+            entry.provisioned = True
+            self._notify(namespace, name)
+
+    def _notify(self, namespace: str, name: str) -> None:
+        for listener in self._listeners:
+            listener(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
@@ -115,6 +126,9 @@ class WorkflowBook:
             raise WorkflowUnavailableError(
                 "WorkflowInvalid", f"waiting for Workflow {name} to become valid: "
                                    f"{entry.problem}")
+        if not entry.provisioned:
+            raise WorkflowUnavailableError(
+                "WorkflowNotReady", f"waiting for the worker pools of Workflow {name}")
         return entry.compiled
 
     async def pin(self, namespace: str, name: str, compiled: CompiledWorkflow) -> None:

@@ -105,4 +105,5 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
             _runtime(memo).runs.observe(raw(body))
 
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.WARNING)
     return registry

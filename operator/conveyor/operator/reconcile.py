@@ -74,6 +74,7 @@ class Reconciler:
             await asyncio.to_thread(self.kube.apply_deployment,
                                     worker_deployment(owner, spec, task_type, replicas))
         await self._prune(entry, spec, existing)
+        self.book.provisioned(owner.namespace, owner.name, entry.generation)
         message = f"{len(spec.task_types)} worker pools provisioned"
         changed = await self._write_status(entry, status, "True", "Provisioned", message)
         if changed:

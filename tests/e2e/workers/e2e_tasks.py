@@ -21,9 +21,9 @@ def _record(ctx: TaskContext, outcome: str) -> None:
             log.write(line + "\n")
 
 
-@task("work")
-def work(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Sleeps `seconds`, fails when `fail` says so, returns `echo`."""
+def _behave(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Sleeps `seconds`, fails when `fail` says so (`always`, or the first N attempts),
+    returns `echo`."""
     seconds = float(inputs.get("seconds", 0))
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -34,3 +34,13 @@ def work(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         raise Retryable(f"failed on purpose (attempt {ctx.attempt})")
     _record(ctx, "succeeded")
     return {"echo": inputs.get("echo"), "attempt": ctx.attempt}
+
+
+@task("work")
+def work(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    return _behave(inputs, ctx)
+
+
+@task("other")
+def other(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    return _behave(inputs, ctx)
