@@ -109,7 +109,7 @@ def main() -> None:
     log = Path(tempfile.mkdtemp()) / "operator.log"
     operator = subprocess.Popen(
         [sys.executable, "-m", "conveyor.operator", "-n", namespace],
-        env={**os.environ, "CONVEYOR_PEERING": "none", "CONVEYOR_HEALTH_PORT": "0"},
+        env={**os.environ, "CONVEYOR_LEADER_LEASE": "none", "CONVEYOR_HEALTH_PORT": "0"},
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps({

@@ -77,6 +77,7 @@ class Kube:
         self.apps = client.AppsV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
 
     # -- children of a Workflow ---------------------------------------------------------------
     def apply_deployment(self, manifest: Mapping[str, Any]) -> None:
@@ -167,6 +168,35 @@ class Kube:
         except ApiException as error:
             if error.status != 404:
                 raise _error(f"annotate pod {namespace}/{name}", error) from error
+
+    # -- leader election -------------------------------------------------------------------
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            lease = self.coordination.read_namespaced_lease(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _error(f"get Lease {namespace}/{name}", error) from error
+        return dict(self.api.sanitize_for_serialization(lease))
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+        try:
+            self.coordination.create_namespaced_lease(namespace, body)
+        except ApiException as error:
+            raise _error(f"create Lease {namespace}/{name}", error) from error
+
+    def replace_lease(self, namespace: str, name: str, resource_version: str,
+                      spec: Mapping[str, Any]) -> None:
+        """Replace the Lease if it is still at `resource_version` (409 otherwise)."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace,
+                             "resourceVersion": resource_version}, "spec": dict(spec)}
+        try:
+            self.coordination.replace_namespaced_lease(name, namespace, body)
+        except ApiException as error:
+            raise _error(f"replace Lease {namespace}/{name}", error) from error
 
     # -- Conveyor's own resources -------------------------------------------------------------
     def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:

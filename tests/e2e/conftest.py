@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.operator import OperatorProcess
+
+from support.operator import OperatorProcess, operator_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,12 +30,7 @@ def crds(cluster) -> None:  # type: ignore[no-untyped-def]
 def operator(cluster, amqp_url: str, namespace: str, crds: None,  # type: ignore[no-untyped-def]
              tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     """`conveyor-operator` watching the test's namespace; its log is printed on failure."""
-    env = {**cluster.env(), "CONVEYOR_AMQP_URL": amqp_url, "CONVEYOR_PEERING": "none",
-           "CONVEYOR_HEALTH_PORT": "0", "PYTHONUNBUFFERED": "1"}
-    process = OperatorProcess(
-        argv=[sys.executable, "-m", "conveyor.operator", "-n", namespace],
-        env=env, log=tmp_path / "operator.log",
-    )
+    process = operator_process(cluster, amqp_url, namespace, tmp_path / "operator.log")
     process.start()
     yield process
     process.stop(signal.SIGTERM)

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from support.waiting import eventually
 
 pytestmark = pytest.mark.e2e

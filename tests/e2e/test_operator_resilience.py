@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.kube import local_testbed_only
+from support.operator import operator_process
 from support.waiting import eventually
 from support.workflows import as_json, run, work_type, workflow
 
@@ -127,3 +129,29 @@ def test_an_operator_killed_mid_flight_resumes_every_run_applying_each_result_on
                                                 sorted(executed[uid]))
         # Every item failed its first attempt on purpose and succeeded on its second.
         assert tasks["fan"]["attempts"] == 12
+
+
+@local_testbed_only
+def test_a_second_replica_waits_for_the_lease_and_takes_over_when_the_leader_dies(
+    operator, kubectl, cluster, amqp_url, namespace, tmp_path: Path
+):
+    eventually(lambda: "Leader lease acquired" in operator.tail(), 30,
+               what="the first replica to lead")
+    standby = operator_process(cluster, amqp_url, namespace, tmp_path / "standby.log")
+    standby.start()
+    try:
+        eventually(lambda: "Waiting for the leader lease" in standby.tail(), 30,
+                   what="the second replica to stand by")
+        wf = workflow("leader", [{"name": "t", "type": "work", "inputs": {"echo": 1}}])
+        kubectl("apply", "-f", "-", stdin=as_json(wf, run("r1", "leader")))
+        eventually(lambda: (_runs(kubectl)[0].get("status") or {}).get("phase") == "Succeeded",
+                   60, what="the leader to run r1")
+        assert "Workflow reconciled" not in standby.tail(400), "the standby must not act"
+        operator.kill()
+        eventually(lambda: "Leader lease expired; taking over" in standby.tail(), 60,
+                   what="the standby to take over")
+        kubectl("apply", "-f", "-", stdin=as_json(run("r2", "leader")))
+        eventually(lambda: all((r.get("status") or {}).get("phase") == "Succeeded"
+                               for r in _runs(kubectl)), 60, what="the new leader to run r2")
+    finally:
+        standby.stop()

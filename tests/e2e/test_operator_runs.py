@@ -9,10 +9,10 @@ from typing import Any
 
 import pika
 import pytest
-from support.waiting import eventually
-from support.workflows import as_json, run, work_type, workflow
 
 from conveyor import names
+from support.waiting import eventually
+from support.workflows import as_json, run, work_type, workflow
 
 pytestmark = pytest.mark.e2e
 
@@ -207,4 +207,4 @@ def test_the_workflow_status_shows_its_pools(operator, kubectl):
         assert entry["deployment"] == f"pools-{entry['name']}"
         assert entry["backlog"] == 0 and entry["deadLetters"] == 0
     columns = kubectl("get", "cwf", "pools", "--no-headers").split()
-    assert columns[1] == "True" and columns[2] == "other,work" or columns[2] == "work,other"
+    assert (columns[1] == "True" and columns[2] == "other,work") or columns[2] == "work,other"

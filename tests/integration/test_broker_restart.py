@@ -16,7 +16,7 @@ from support.waiting import eventually
 pytestmark = pytest.mark.integration
 
 
-def test_publishers_and_consumers_reconnect_and_no_confirmed_task_is_lost(  # noqa: PLR0917
+def test_publishers_and_consumers_reconnect_and_no_confirmed_task_is_lost(
         admin, task_queue, events, workers, publisher, restart_rabbitmq):
     queue = task_queue("echo")
     pool = [workers(queue, concurrency=4) for _ in range(2)]

@@ -52,7 +52,7 @@ def _hold(queue, tmp_path: Path, index: int):
         holding
 
 
-def test_a_task_whose_worker_is_killed_is_redelivered_to_another_and_finishes(  # noqa: PLR0917
+def test_a_task_whose_worker_is_killed_is_redelivered_to_another_and_finishes(
         admin, task_queue, events, workers, publisher, tmp_path):
     queue = task_queue("hold")
     first = workers(queue)
@@ -75,7 +75,7 @@ def test_a_task_whose_worker_is_killed_is_redelivered_to_another_and_finishes(  
     eventually(lambda: admin.inspect(queue.name).backlog == 0, 10, what="an empty queue")
 
 
-def test_sigterm_finishes_or_requeues_held_tasks_within_grace_and_exits_zero(  # noqa: PLR0917
+def test_sigterm_finishes_or_requeues_held_tasks_within_grace_and_exits_zero(
         admin, task_queue, events, workers, publisher, tmp_path):
     queue = task_queue("hold")
     grace = 3.0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -54,3 +56,11 @@ class OperatorProcess:
         if not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def operator_process(cluster: Any, amqp_url: str, namespace: str, log: Path) -> OperatorProcess:
+    """An operator for `namespace` (not started), electing its leader with a Lease there."""
+    env = {**cluster.env(), "CONVEYOR_AMQP_URL": amqp_url, "CONVEYOR_HEALTH_PORT": "0",
+           "PYTHONUNBUFFERED": "1"}
+    return OperatorProcess(argv=[sys.executable, "-m", "conveyor.operator", "-n", namespace],
+                           env=env, log=log)

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import kopf
 
 from conveyor.errors import ConveyorError
+from conveyor.kube import Kube
 from conveyor.operator.handlers import build_registry
+from conveyor.operator.leader import LeaderElector
 from conveyor.operator.settings import load
 
 
@@ -24,12 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if settings.leader_lease is not None:
+        elector = LeaderElector(Kube(), settings.lease_namespace, settings.leader_lease)
+        elector.acquire()
+        elector.keep()
     kopf.run(
         registry=build_registry(settings),
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
+        standalone=True,  # the Lease, not kopf's peering, keeps replicas from acting at once
         memo=kopf.Memo(settings=settings),
     )
     return 0

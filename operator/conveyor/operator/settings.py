@@ -29,8 +29,10 @@ class Settings:
     health_port: int = 8080
     """Port of `/healthz` and `/metrics`; 0 turns the server off."""
     log_level: str = "INFO"
-    peering: str | None = "conveyor"
-    """kopf peering name so two replicas never act at once; None to run without peering."""
+    leader_lease: str | None = "conveyor-operator"
+    """Name of the Lease that elects the one replica that acts; None: no election."""
+    lease_namespace: str = "default"
+    """Namespace of that Lease: the operator's own (`POD_NAMESPACE`)."""
     pool_interval: float = 2.0
     """Seconds between two looks at every pool's backlog for autoscaling and status."""
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -59,9 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level (env CONVEYOR_LOG_LEVEL, default INFO)")
-    parser.add_argument("--peering", default=None,
-                        help="kopf peering name (env CONVEYOR_PEERING, default conveyor; "
-                             "'none' runs standalone)")
+    parser.add_argument("--leader-lease", default=None,
+                        help="Lease that elects the acting replica (env CONVEYOR_LEADER_LEASE, "
+                             "default conveyor-operator; 'none': no election, for one replica)")
     return parser
 
 
@@ -92,7 +94,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     port = args.health_port
     if port is None:
         port = int(_number(env.get("CONVEYOR_HEALTH_PORT", "8080"), "CONVEYOR_HEALTH_PORT", int))
-    peering = args.peering or env.get("CONVEYOR_PEERING", "conveyor")
+    lease = args.leader_lease or env.get("CONVEYOR_LEADER_LEASE", "conveyor-operator")
     return Settings(
         broker=broker,
         namespaces=tuple(namespaces),
@@ -100,5 +102,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         health_address=args.health_address or env.get("CONVEYOR_HEALTH_ADDRESS", "0.0.0.0"),
         health_port=int(port),
         log_level=(args.log_level or env.get("CONVEYOR_LOG_LEVEL", "INFO")).upper(),
-        peering=None if peering.lower() == "none" else peering,
+        leader_lease=None if lease.lower() == "none" else lease,
+        lease_namespace=env.get("POD_NAMESPACE") or (namespaces[0] if namespaces else "default"),
     )
