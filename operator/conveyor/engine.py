@@ -26,6 +26,7 @@ The rules (DESIGN.md §2):
 
 import heapq
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from conveyor import events as ev
@@ -46,6 +47,7 @@ from conveyor.runstate import (
     QUEUED,
     RETRY_TIMER,
     RETRYING,
+    REUSED,
     RUN_TERMINAL,
     RUNNING,
     SUCCEEDED,
@@ -68,9 +70,54 @@ _ATTEMPT_EVENTS = frozenset((ev.TaskStarted, ev.TaskHeartbeat, ev.TaskSucceeded,
 _IN_FLIGHT = (QUEUED, RUNNING)
 
 
-def new_run(workflow: CompiledWorkflow, uid: str, inputs: dict[str, Any], now: float) -> RunState:
-    """A run in phase Pending; `Start` it once admitted."""
-    return RunState(workflow, uid, inputs, to_ms(now))
+def new_run(workflow: CompiledWorkflow, uid: str, inputs: dict[str, Any], now: float,
+            reuse: Mapping[str, Any] | None = None) -> RunState:
+    """A run in phase Pending; `Start` it once admitted. `reuse` is the run's spec.reuse."""
+    run = RunState(workflow, uid, inputs, to_ms(now))
+    if reuse:
+        seed(run, reuse)
+    return run
+
+
+def seed(run: RunState, reuse: Mapping[str, Any]) -> list[str]:
+    """Mark the tasks named in `reuse` Succeeded with those outputs, before the run starts.
+
+    The outputs come from an earlier run (`conveyor retry`): such a task is not dispatched,
+    its dependents see its outputs as if it had just run, and its status says reason Reused
+    with 0 attempts. Only spec.tasks entries take part (finally tasks react to this run's
+    outcome, so they always run), and a forEach task only with a list (one output per item).
+    Returns the names seeded; entries that fit none of that are ignored, since a Workflow
+    edited since the earlier run may have renamed or reshaped its tasks.
+    """
+    if run.phase != "Pending":
+        return []
+    seeded = []
+    for task in run.tasks[: run.workflow.main_count]:
+        spec = task.spec
+        if spec.name not in reuse or task.phase != "Pending":
+            continue
+        outputs = reuse[spec.name]
+        if spec.for_each is None:
+            outputs = [{} if outputs is None else outputs]
+        elif not isinstance(outputs, list):
+            continue
+        task.phases = [SUCCEEDED] * len(outputs)
+        # What `runstatus.from_status` rebuilds for the same status, so the two agree.
+        task.attempt_of = [0] if spec.for_each is None else [1] * len(outputs)
+        task.outputs = list(outputs)
+        task.next_index = task.succeeded = len(outputs)
+        task.out_bytes = sum(json_size(o) for o in outputs)
+        run.out_bytes += task.out_bytes
+        task.phase, task.reason, task.finished_at = "Succeeded", REUSED, run.created_at
+        run.terminal += 1
+        run.main_terminal += 1
+        run.views[spec.name] = {"phase": "Succeeded", "outputs": task.result()}
+        seeded.append(spec.name)
+    # Dependents count only unsatisfied dependencies, exactly as `runstatus` rebuilds them.
+    for task in run.tasks:
+        task.waiting = sum(1 for d in task.spec.depends_on
+                           if run.tasks[d].phase != "Succeeded")
+    return seeded
 
 
 def admit(active_runs: int, max_active_runs: int | None) -> bool:
@@ -168,9 +215,15 @@ class _Step:
         deadline = run.deadline_at
         if deadline is not None:
             heapq.heappush(run.timers, (deadline, DEADLINE_TIMER, 0, 0, 0))
-        for task in run.tasks[: run.workflow.main_count]:
-            if not task.spec.depends_on:
+        main = run.tasks[: run.workflow.main_count]
+        # Tasks seeded from spec.reuse are Succeeded already: their dependents may be ready.
+        for task in main:
+            if task.phase == "Pending" and task.waiting == 0:
                 self.ready(task)
+        if run.main_terminal == run.workflow.main_count:  # every main task was reused
+            for final in run.tasks[run.workflow.main_count:]:
+                if not final.spec.depends_on and final.phase == "Pending":
+                    self.ready(final)
 
     def on_attempt(self, event: ev.AttemptEvent) -> None:
         parsed = parse_attempt_id(event.attempt_id)

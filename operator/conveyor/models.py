@@ -388,6 +388,11 @@ class WorkflowRunSpec(Model):
     """Inputs of the run, seen by expressions as `inputs`."""
     cancel: bool = False
     """Set true to cancel the run."""
+    reuse: dict[str, JsonValue] = Field(default_factory=dict, max_length=MAX_TASKS)
+    """Outputs to reuse, by task name: each task named here (of spec.tasks, not finally) is
+    Succeeded from the start with these outputs (a list of item outputs for a forEach task),
+    reason Reused, and is not run. `conveyor retry` fills it from the tasks that succeeded in
+    an earlier run; names that match no such task are ignored."""
 
 
 class ItemStatus(Model):

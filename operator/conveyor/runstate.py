@@ -32,6 +32,7 @@ TIMEOUT = "Timeout"
 ERROR = "Error"
 CANCELLED_REASON = "Cancelled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+REUSED = "Reused"  # Succeeded in an earlier run; its outputs came with spec.reuse
 
 # Timer kinds, in the order timers due at the same instant are handled.
 DEADLINE_TIMER, RETRY_TIMER, TIMEOUT_TIMER = 0, 1, 2
