@@ -3,7 +3,7 @@
     Admin   declares, deletes and inspects the topology of DESIGN.md §3 over a short-lived
             blocking connection: rare calls, where simple beats fast.
     Link    one long-lived connection on its own I/O thread, for publishing and consuming:
-            publisher confirms pipelined (many in flight, each publish returns a Future that
+            publisher confirms pipelined (many in flight, each publish returns a Confirmation that
             the broker's confirm settles), manual acks from any thread, and reconnection with
             backoff that resends what was not confirmed.
 
@@ -14,13 +14,13 @@ the event loop keeps the connection alive whatever the callers do, confirms arri
 come, and other threads hand work in through `add_callback_threadsafe` (pika is not
 thread-safe: every channel operation runs on the I/O thread).
 
-Delivery guarantees: a Future resolves only when the broker confirmed the message and routed it
-(publishes are mandatory by default, so a message no queue takes fails with `UnroutableError`
-instead of vanishing). Messages unconfirmed when the connection drops are sent again on the
-next one, so a receiver may see a message twice, never zero times. A delivery is settled on the
-channel it came from or not at all: once that channel is gone the broker has already requeued
-it, so a late ack is dropped rather than sent to a new channel where its tag means another
-message.
+Delivery guarantees: a publish's Confirmation succeeds only once the broker confirmed the
+message and routed it (publishes are mandatory by default, so a message no queue takes fails
+with `UnroutableError` instead of vanishing). Messages unconfirmed when the connection drops
+are sent again on the next one, so a receiver may see a message twice, never zero times. A
+delivery is settled on the channel it came from or not at all: once that channel is gone the
+broker has already requeued it, so a late ack is dropped rather than sent to a new channel
+where its tag means another message.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -47,7 +46,7 @@ from conveyor import names
 from conveyor.errors import ConveyorError
 from conveyor.messaging import topology
 from conveyor.messaging.codec import CONTENT_TYPE
-from conveyor.messaging.confirms import ConfirmTracker
+from conveyor.messaging.confirms import Confirmation, ConfirmTracker
 from conveyor.messaging.settings import BrokerSettings
 
 log = logging.getLogger("conveyor.broker")
@@ -230,7 +229,7 @@ class _Outgoing:
     body: bytes
     properties: BasicProperties
     mandatory: bool
-    future: Future[None]
+    future: Confirmation
 
 
 @dataclass(frozen=True)
@@ -297,7 +296,7 @@ class Link:
     consuming, reconnecting with backoff until `close()`.
 
     Every public method is thread-safe. Callbacks given to `consume` and callbacks added to
-    the returned Futures run on the I/O thread: they must be quick and must not block.
+    the returned Confirmations run on the I/O thread: they must be quick and must not block.
     """
 
     def __init__(self, settings: BrokerSettings, name: str = "conveyor") -> None:
@@ -338,13 +337,13 @@ class Link:
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 headers: dict[str, Any] | None = None, message_id: str | None = None,
-                mandatory: bool = True) -> Future[None]:
-        """Send a persistent message; the Future resolves once the broker confirmed it.
+                mandatory: bool = True) -> Confirmation:
+        """Send a persistent message; the Confirmation settles once the broker confirmed it.
 
         It fails with `UnroutableError` (mandatory and no queue took it), `PublishRejectedError` or
         `LinkClosedError`. A connection lost meanwhile does not fail it: it is sent again.
         """
-        future: Future[None] = Future()
+        future = Confirmation()
         properties = BasicProperties(
             delivery_mode=2, content_type=CONTENT_TYPE, headers=headers,
             message_id=message_id or uuid.uuid4().hex,
@@ -359,11 +358,15 @@ class Link:
         spec = _ConsumerSpec(queue, prefetch, on_delivery)
         self._call(lambda: self._start_consumer(spec))
 
-    def cancel(self) -> Future[None]:
+    def cancel(self) -> Confirmation:
         """Stop deliveries; messages already delivered can still be settled."""
-        done: Future[None] = Future()
+        done = Confirmation()
         self._call(lambda: self._cancel_consumer(done))
         return done
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run `fn` on the I/O thread after `delay` seconds (retries, without a thread each)."""
+        self._call(lambda: self._ioloop.call_later(delay, fn))
 
     def close(self, timeout: float = 10) -> None:
         """Close the connection and stop the I/O thread; unconfirmed publishes fail."""
@@ -381,6 +384,9 @@ class Link:
 
     def _call(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the I/O thread; one wake-up serves every call queued meanwhile."""
+        if threading.get_ident() == self._thread.ident:
+            fn()  # already there (a confirm callback acking a task): no round trip
+            return
         with self._wake_lock:
             stopped = self._stopped
             if not stopped:
@@ -543,8 +549,7 @@ class Link:
                     f"no queue is bound to exchange {outgoing.exchange or '(default)'!r}"
                     f" with routing key {outgoing.routing_key!r}"))
             elif acked:
-                if not outgoing.future.done():
-                    outgoing.future.set_result(None)
+                outgoing.future.confirm()
             else:
                 _fail(outgoing.future, PublishRejectedError(
                     f"the broker refused a message for {outgoing.routing_key!r}"))
@@ -574,6 +579,7 @@ class Link:
 
     def _on_subscriber_open(self, channel: Channel) -> None:
         channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_cancel_callback(self._on_cancelled_by_broker)
         spec = self._consumer
         if spec is None:
             channel.close()
@@ -598,14 +604,25 @@ class Link:
             return
         spec.on_delivery(delivery)
 
-    def _cancel_consumer(self, done: Future[None]) -> None:
+    def _on_cancelled_by_broker(self, _frame: Any) -> None:
+        """The queue was deleted under us: start over on a fresh channel, which consumes
+        again (after backoff) once the queue exists again."""
+        self._consumer_tag = None
+        channel = self._subscriber
+        if channel is not None and channel.is_open:
+            log.warning("Lost the consumer of queue=%s: the broker cancelled it",
+                        self._consumer.queue if self._consumer else "?")
+            channel.close()
+
+    def _cancel_consumer(self, done: Confirmation) -> None:
         self._consumer = None
         channel, tag = self._subscriber, self._consumer_tag
         self._consumer_tag = None
-        if channel is None or tag is None or not channel.is_open:
-            done.set_result(None)
+        if channel is None or tag is None or not channel.is_open or (
+                tag not in channel.consumer_tags):  # pika would never call back
+            done.confirm()
             return
-        channel.basic_cancel(tag, callback=lambda _frame: done.set_result(None))
+        channel.basic_cancel(tag, callback=lambda _frame: done.confirm())
 
     def _is_subscriber(self, channel: Channel) -> bool:
         return channel is self._subscriber
@@ -622,6 +639,138 @@ class Link:
             channel.basic_nack(tag, requeue=how == "requeue")
 
 
-def _fail(future: Future[None], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
+def _fail(future: Confirmation, error: BaseException) -> None:
+    future.fail(error)
+
+
+# --- one-off operations for the CLI ----------------------------------------------------------
+# A short-lived blocking connection each: a command does one thing and exits, so the
+# simplicity of waiting for each confirm beats the Link's pipelining.
+
+_SPENT_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
+                  "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
+                  "x-last-death-reason", "x-delivery-count")
+
+
+@dataclass(frozen=True)
+class PeekedMessage:
+    """A message read off a queue and left on it."""
+
+    message_id: str | None
+    headers: dict[str, Any]
+    body: bytes
+
+
+def _blocking(settings: BrokerSettings) -> Any:
+    try:
+        return pika.BlockingConnection(connection_parameters(settings))
+    except pika.exceptions.AMQPError as error:
+        raise BrokerError(f"cannot connect to RabbitMQ at {settings.masked}: "
+                          f"{type(error).__name__}") from error
+
+
+def publish_confirmed(settings: BrokerSettings, exchange: str, routing_key: str, body: bytes,
+                      *, message_id: str, headers: dict[str, Any] | None = None) -> None:
+    """Publish one persistent, mandatory message and wait for the broker's confirm.
+
+    `UnroutableError` when no queue took it (for an event: no trigger's pattern matches).
+    """
+    connection = _blocking(settings)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(exchange, routing_key, body, BasicProperties(
+            delivery_mode=2, content_type=CONTENT_TYPE, message_id=message_id,
+            headers=headers), mandatory=True)
+    except pika.exceptions.UnroutableError as error:
+        raise UnroutableError(f"no queue is bound to exchange {exchange!r} with routing key "
+                              f"{routing_key!r}") from error
+    except pika.exceptions.NackError as error:
+        raise PublishRejectedError(f"the broker refused the message for {routing_key!r}") \
+            from error
+    except pika.exceptions.ChannelClosedByBroker as error:
+        raise BrokerError(f"cannot publish to {exchange!r}: {error.reply_text}") from error
+    except pika.exceptions.AMQPError as error:
+        raise BrokerError(f"lost RabbitMQ at {settings.masked}: {type(error).__name__}") \
+            from error
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def peek_queue(settings: BrokerSettings, queue: str, limit: int) -> list[PeekedMessage] | None:
+    """Up to `limit` messages of `queue`, in order, left on it; None if it does not exist.
+
+    Each is fetched unacked (a message held unacked is not handed out again, so none is read
+    twice) and all are returned to the queue at once with `basic.nack(requeue)`, which keeps
+    their order and, unlike a lost channel, does not count as a failed delivery.
+    """
+    connection = _blocking(settings)
+    try:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code == NOT_FOUND:
+                return None
+            raise
+        found: list[PeekedMessage] = []
+        while len(found) < limit:
+            method, properties, body = channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                break
+            found.append(PeekedMessage(properties.message_id, dict(properties.headers or {}),
+                                       body))
+        if found:
+            channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        return found
+    except pika.exceptions.AMQPError as error:
+        raise BrokerError(f"cannot read queue {queue}: {error!r}") from error
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def move_messages(settings: BrokerSettings, source: str, exchange: str, routing_key: str,
+                  limit: int | None = None) -> int | None:
+    """Move messages from `source` to `exchange`/`routing_key`, one at a time; how many moved.
+
+    Each is acked on `source` only after its republish was confirmed and routed, so a crash
+    between the two duplicates a message and never loses one. The dead-lettering headers
+    (`x-death`, the delivery count) are dropped, so the message starts afresh. None if
+    `source` does not exist.
+    """
+    connection = _blocking(settings)
+    moved = 0
+    try:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(source, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code == NOT_FOUND:
+                return None
+            raise
+        channel.confirm_delivery()
+        while limit is None or moved < limit:
+            method, properties, body = channel.basic_get(source, auto_ack=False)
+            if method is None:
+                break
+            headers = {k: v for k, v in (properties.headers or {}).items()
+                       if k not in _SPENT_HEADERS}
+            try:
+                channel.basic_publish(exchange, routing_key, body, BasicProperties(
+                    delivery_mode=2, content_type=properties.content_type or CONTENT_TYPE,
+                    message_id=properties.message_id, headers=headers), mandatory=True)
+            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as error:
+                channel.basic_nack(method.delivery_tag, requeue=True)
+                raise UnroutableError(f"no queue took the message for {routing_key!r} on "
+                                      f"{exchange!r}; it stays on {source}") from error
+            channel.basic_ack(method.delivery_tag)
+            moved += 1
+        return moved
+    except pika.exceptions.AMQPError as error:
+        raise BrokerError(f"stopped moving {source} after {moved} messages: {error!r}") \
+            from error
+    finally:
+        if connection.is_open:
+            connection.close()

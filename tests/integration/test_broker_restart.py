@@ -4,12 +4,12 @@ lost (some may run twice: delivery is at least once)."""
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 
 import pytest
 
 from conveyor import names
 from conveyor.messaging.codec import encode_task
+from conveyor.messaging.confirms import Confirmation
 from integration.helpers import drain_queue, wait_consuming
 from support.waiting import eventually
 
@@ -22,7 +22,7 @@ def test_publishers_and_consumers_reconnect_and_no_confirmed_task_is_lost(
     pool = [workers(queue, concurrency=4) for _ in range(2)]
     wait_consuming(admin, queue, 2)
 
-    published: list[tuple[str, Future[None]]] = []
+    published: list[tuple[str, Confirmation]] = []
     stop = threading.Event()
 
     def stream() -> None:

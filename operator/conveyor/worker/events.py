@@ -2,41 +2,30 @@
 
 The worker acks a task message only after every event of its attempt is confirmed, so the
 operator hears of each attempt at least once, whatever crashes. Publishing failures that may
-pass (the operator's queue not declared yet, a refused message) are retried with backoff;
-only a closed link ends the wait.
+pass (the operator's queue not declared yet, a refused message) are retried with backoff on
+the link's own timer; only a closed link gives up, and then the task is not acked.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from conveyor import names
 from conveyor.broker import BrokerError, Link, LinkClosedError
 from conveyor.messaging.codec import encode_event
+from conveyor.messaging.confirms import Confirmation
 from conveyor.models import TaskEvent, TaskMessage
 
 log = logging.getLogger("conveyor.worker")
 
 PROGRESS_HEADER = "x-conveyor-progress"
 """Progress a task reported with its heartbeat (TaskEvent has no field for it yet)."""
+MAX_RETRY_DELAY = 5.0
 
 Status = Literal["started", "heartbeat", "succeeded", "failed"]
-
-
-@dataclass(eq=False)
-class SentEvent:
-    """One published event and the Future of its confirm."""
-
-    status: Status
-    body: bytes
-    message_id: str
-    headers: dict[str, Any] | None
-    future: Future[None]
 
 
 class EventSender:
@@ -44,44 +33,40 @@ class EventSender:
         self._link = link
         self._worker = worker
 
-    def send(self, message: TaskMessage, status: Status, *,
+    def send(self, message: TaskMessage, status: Status, on_confirmed: Callable[[], None], *,
              outputs: dict[str, Any] | None = None, error: str | None = None,
-             retryable: bool = True, progress: str | None = None) -> SentEvent:
+             retryable: bool = True, progress: str | None = None) -> None:
+        """Publish the event; call `on_confirmed` (on the link's I/O thread) once the broker
+        confirmed it, however many sends that takes. Never called if the link closes first."""
         event = TaskEvent(status=status, attempt_id=message.attempt_id, worker=self._worker,
                           at=datetime.now(UTC), outputs=outputs, error=error,
                           retryable=retryable)
-        # started/succeeded/failed happen once per attempt and delivery: a stable id lets a
+        # started/succeeded/failed happen once per delivery of an attempt: a stable id lets a
         # consumer spot the copy a resend makes. Heartbeats repeat, so theirs is unique.
         message_id = f"{message.attempt_id}:{status}"
-        if status == "heartbeat":
-            message_id += f":{event.at.timestamp() if event.at else 0}"
+        if status == "heartbeat" and event.at is not None:
+            message_id += f":{event.at.timestamp()}"
         headers = {PROGRESS_HEADER: progress} if progress is not None else None
         body = encode_event(event)
-        return SentEvent(status, body, message_id, headers, self._publish(status, body,
-                                                                            message_id, headers))
 
-    def _publish(self, status: Status, body: bytes, message_id: str,
-                 headers: dict[str, Any] | None) -> Future[None]:
-        return self._link.publish(names.EVENTS_EXCHANGE, names.task_routing_key(status), body,
-                                  headers=headers, message_id=message_id)
+        def publish(delay: float) -> None:
+            future = self._link.publish(names.EVENTS_EXCHANGE, names.task_routing_key(status),
+                                        body, headers=headers, message_id=message_id)
+            future.add_done_callback(lambda done: settled(done, delay))
 
-    def confirm(self, sent: SentEvent, stop: threading.Event) -> bool:
-        """Wait until the broker confirmed `sent`, resending it after failures that may pass.
-
-        False when the link closed or `stop` was set first: the event is not known to be
-        stored, and the caller must not ack the task.
-        """
-        delay = 0.2
-        while True:
-            try:
-                sent.future.result()
-                return True
-            except LinkClosedError:
-                return False
-            except BrokerError as error:
+        def settled(future: Confirmation, delay: float) -> None:
+            error = future.exception()
+            if error is None:
+                on_confirmed()
+            elif isinstance(error, LinkClosedError):
+                log.warning("Dropped event status=%s id=%s: the link closed", status,
+                            message_id)
+            elif isinstance(error, BrokerError):
                 log.warning("Failed to publish event status=%s id=%s error=%s; retrying in"
-                            " %.1fs", sent.status, sent.message_id, error, delay)
-            if stop.wait(delay):
-                return False
-            delay = min(delay * 2, 5.0)
-            sent.future = self._publish(sent.status, sent.body, sent.message_id, sent.headers)
+                            " %.1fs", status, message_id, error, delay)
+                self._link.call_later(delay, lambda: publish(min(delay * 2, MAX_RETRY_DELAY)))
+            else:
+                log.error("Failed to publish event status=%s id=%s error=%r", status,
+                          message_id, error)
+
+        publish(0.2)

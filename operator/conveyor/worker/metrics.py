@@ -10,6 +10,7 @@ log = logging.getLogger("conveyor.worker")
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
                     600, 1800, 3600)
+OUTCOMES = ("succeeded", "failed", "retryable", "requeued")
 
 
 class Metrics:
@@ -30,13 +31,19 @@ class Metrics:
             "conveyor_worker_dead_lettered", "Malformed task messages this worker"
             " dead-lettered, by reason.", ["task_type", "reason"], registry=self.registry)
 
+        # One label set per worker: resolve the children once, not on every task.
+        self._outcomes = {outcome: self._tasks.labels(task_type, outcome)
+                          for outcome in OUTCOMES}
+        self._task_duration = self._duration.labels(task_type)
+        self._held = self._in_flight.labels(task_type)
+
     def finished(self, outcome: str, duration: float | None = None) -> None:
-        self._tasks.labels(self.task_type, outcome).inc()
+        self._outcomes[outcome].inc()
         if duration is not None:
-            self._duration.labels(self.task_type).observe(duration)
+            self._task_duration.observe(duration)
 
     def in_flight(self, delta: int) -> None:
-        self._in_flight.labels(self.task_type).inc(delta)
+        self._held.inc(delta)
 
     def dead_lettered(self, reason: str) -> None:
         self._dead_lettered.labels(self.task_type, reason).inc()

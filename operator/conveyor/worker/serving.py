@@ -1,16 +1,19 @@
 """The worker: deliveries in, task functions on a pool of threads, events out, acks last.
 
 Threads, and who does what:
-    the link's I/O thread   receives deliveries, decodes them, hands jobs to the pool; it never
-                            runs user code and never waits;
-    N task threads          each runs one job at a time: the `started` event, the function,
-                            the final event, and the ack once every event is confirmed;
+    the link's I/O thread   receives deliveries, decodes them, hands jobs to the pool; takes
+                            the confirms of events and, after the last one, acks the task;
+                            it never runs user code and never waits;
+    N task threads          each runs one job at a time: sends `started`, runs the function,
+                            sends the final event, and moves on without waiting for confirms
+                            (one thread hop less per task: the I/O thread acks);
     the heartbeat thread    sends a heartbeat for each job that has been quiet too long;
     the main thread         waits for SIGTERM and then drains (`shutdown`).
 
-Invariants: a task message is acked only after all events of its attempt are confirmed; each
-delivery is settled once, by whoever removes its job from `_jobs` (the task thread when the
-job finishes, `shutdown` when the grace period ends), under `_lock`.
+Invariants: a task message is acked only after all events of its attempt are confirmed (a job
+counts its unconfirmed events; it completes when the count is zero and the final event is
+among them); each delivery is settled once, by whoever removes its job from `_jobs` (on
+completion, or `shutdown` when the grace period ends), under `_lock`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from conveyor import names
@@ -33,7 +36,7 @@ from conveyor.messaging.codec import (
 )
 from conveyor.models import TaskMessage
 from conveyor.worker.context import TaskContext
-from conveyor.worker.events import EventSender, SentEvent, Status
+from conveyor.worker.events import EventSender, Status
 from conveyor.worker.executing import Outcome, execute
 from conveyor.worker.metrics import Metrics
 from conveyor.worker.registry import TaskDefinition
@@ -47,8 +50,10 @@ class _Job:
     message: TaskMessage
     deliveries: list[Delivery]
     ctx: TaskContext | None = None
-    events: list[SentEvent] = field(default_factory=list)
-    """Events sent for this attempt; all must be confirmed before the ack."""
+    unconfirmed: int = 0
+    """Events sent for this attempt and not confirmed yet."""
+    outcome: Outcome | None = None
+    """Set when the final event is sent: from then on, zero unconfirmed means done."""
 
 
 class Worker:
@@ -135,57 +140,58 @@ class Worker:
 
     def _run(self, job: _Job) -> None:
         message = job.message
-        with self._lock:
-            if self._jobs.get(message.attempt_id) is not job:
-                return  # given back by shutdown before it started
+        if not self._holds(job):
+            return  # given back by shutdown before it started
         self._metrics.in_flight(1)
-        try:
-            started_at = datetime.now(UTC)
-            ctx = TaskContext(message, self._settings.worker_name, started_at,
-                              lambda progress: self._heartbeat(job, progress))
-            job.ctx = ctx
-            self._send(job, "started")
-            log.info("Started task attempt=%s run=%s/%s task=%s delivery=%d",
-                     message.attempt_id, message.namespace, message.run, message.task,
-                     job.deliveries[0].delivery_count + 1)
-            outcome = execute(self._definition, message.inputs, ctx,
-                              self._settings.max_output_bytes)
-            self._finish(job, outcome)
-        finally:
+        ctx = TaskContext(message, self._settings.worker_name, datetime.now(UTC),
+                          lambda progress: self._send(job, "heartbeat", progress=progress))
+        job.ctx = ctx
+        self._send(job, "started")
+        log.info("Started task attempt=%s run=%s/%s task=%s delivery=%d", message.attempt_id,
+                 message.namespace, message.run, message.task,
+                 job.deliveries[0].delivery_count + 1)
+        outcome = execute(self._definition, message.inputs, ctx,
+                          self._settings.max_output_bytes)
+        if not self._holds(job):
             self._metrics.in_flight(-1)
+            return  # requeued by shutdown: another delivery will report the attempt
+        self._send(job, outcome.status, outcome=outcome)
+
+    def _holds(self, job: _Job) -> bool:
+        with self._lock:
+            return self._jobs.get(job.message.attempt_id) is job
 
     def _send(self, job: _Job, status: Status, outcome: Outcome | None = None,
               progress: str | None = None) -> None:
-        if outcome is None:
-            sent = self._events.send(job.message, status, progress=progress)
-        else:
-            sent = self._events.send(job.message, outcome.status, outputs=outcome.outputs,
-                                     error=outcome.error, retryable=outcome.retryable)
         with self._lock:
-            job.events.append(sent)
+            job.unconfirmed += 1
+            if outcome is not None:
+                job.outcome = outcome
+        if status == "heartbeat":
+            log.info("Sent heartbeat attempt=%s progress=%s", job.message.attempt_id, progress)
+        self._events.send(
+            job.message, status, lambda: self._confirmed(job),
+            outputs=outcome.outputs if outcome else None,
+            error=outcome.error if outcome else None,
+            retryable=outcome.retryable if outcome else True,
+            progress=progress,
+        )
 
-    def _finish(self, job: _Job, outcome: Outcome) -> None:
+    def _confirmed(self, job: _Job) -> None:
+        """An event of `job` is confirmed (I/O thread); after the last one, ack the task."""
         message = job.message
         with self._lock:
-            if self._jobs.get(message.attempt_id) is not job:
-                return  # requeued by shutdown: another delivery will report the attempt
-        self._send(job, outcome.status, outcome)
-        with self._lock:
-            events = list(job.events)
-        # In order: a consumer sees `started` confirmed before the final event is waited on.
-        for sent in events:
-            if not self._events.confirm(sent, self._stop):
-                log.warning("Left task unacked attempt=%s: its events are not confirmed",
-                            message.attempt_id)
-                return
-        with self._lock:
-            if self._jobs.get(message.attempt_id) is not job:
+            job.unconfirmed -= 1
+            outcome = job.outcome
+            if outcome is None or job.unconfirmed > 0 or self._jobs.get(
+                    message.attempt_id) is not job:
                 return
             del self._jobs[message.attempt_id]
             deliveries, job.deliveries = job.deliveries, []
             self._idle.notify_all()
         for delivery in deliveries:
             delivery.ack()
+        self._metrics.in_flight(-1)
         self._metrics.finished(outcome.label, outcome.duration)
         if outcome.status == "succeeded":
             log.info("Succeeded task attempt=%s duration=%.3fs", message.attempt_id,
@@ -196,21 +202,12 @@ class Worker:
 
     # -- heartbeats --------------------------------------------------------------------------
 
-    def _heartbeat(self, job: _Job, progress: str | None) -> None:
-        with self._lock:
-            if self._jobs.get(job.message.attempt_id) is not job:
-                return
-            # Confirmed heartbeats need no more waiting: keep the list short on long tasks.
-            job.events = [e for e in job.events if not e.future.done() or e.status != "heartbeat"
-                          or e.future.exception() is not None]
-        self._send(job, "heartbeat", progress=progress)
-        log.info("Sent heartbeat attempt=%s progress=%s", job.message.attempt_id, progress)
-
     def _beat(self) -> None:
         every = self._settings.heartbeat_seconds
         while not self._stop.wait(min(1.0, every / 2)):
             with self._lock:
-                contexts = [job.ctx for job in self._jobs.values() if job.ctx is not None]
+                contexts = [job.ctx for job in self._jobs.values()
+                            if job.ctx is not None and job.outcome is None]
             for ctx in contexts:
                 if ctx.seconds_since_heartbeat() >= every:
                     ctx.heartbeat()
