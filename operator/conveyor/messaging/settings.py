@@ -35,13 +35,15 @@ class BrokerSettings:
 
     def __post_init__(self) -> None:
         parts = urllib.parse.urlsplit(self.url)
+        # Only a URL with a host part can be masked; anything else is not echoed at all (it
+        # could be a password pasted into the wrong variable).
+        shown = f" in {mask(self.url)}" if parts.netloc else ""
         if parts.scheme not in SCHEMES:
             raise BrokerSettingsError(
-                f"{URL_ENV}: scheme must be amqp or amqps, got {parts.scheme or 'none'!r}"
-                f" in {mask(self.url)}"
+                f"{URL_ENV}: scheme must be amqp or amqps, got {parts.scheme or 'none'!r}{shown}"
             )
         if not parts.hostname:
-            raise BrokerSettingsError(f"{URL_ENV}: no host in {mask(self.url)}")
+            raise BrokerSettingsError(f"{URL_ENV}: no host{shown or ' in the URL'}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
