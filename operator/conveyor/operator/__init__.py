@@ -11,6 +11,7 @@ import kopf
 from conveyor.errors import ConveyorError
 from conveyor.kube import Kube
 from conveyor.operator.handlers import build_registry
+from conveyor.operator.health import standby_server
 from conveyor.operator.leader import LeaderElector
 from conveyor.operator.settings import load
 
@@ -27,8 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if settings.leader_lease is not None:
+        standby = (standby_server(settings.health_address, settings.health_port)
+                   if settings.health_port else None)
         elector = LeaderElector(Kube(), settings.lease_namespace, settings.leader_lease)
         elector.acquire()
+        if standby is not None:
+            standby.shutdown()
+            standby.server_close()
         elector.keep()
     kopf.run(
         registry=build_registry(settings),

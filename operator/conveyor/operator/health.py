@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiohttp import web
 
@@ -24,6 +26,27 @@ log = logging.getLogger("conveyor.operator.health")
 PROBE_SECONDS = 10.0
 API_GRACE = 45.0
 BROKER_GRACE = 30.0
+
+
+class _StandbyHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"standby: waiting for the leader lease\n"
+        self.send_response(200 if self.path in ("/healthz", "/metrics") else 404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # probes every few seconds would flood the log
+
+
+def standby_server(address: str, port: int) -> ThreadingHTTPServer:
+    """A healthy `/healthz` while the replica waits for the leader Lease, so liveness
+    probes do not restart standbys; shut it down before the operator serves the port."""
+    server = ThreadingHTTPServer((address, port), _StandbyHandler)
+    threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
+    return server
 
 
 @dataclass

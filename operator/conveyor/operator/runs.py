@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from conveyor.broker import Delivery, Link
 from conveyor.errors import ConveyorError, InvalidStatusError
 from conveyor.kube import Kube, KubeError
 from conveyor.messaging.codec import decode_event, encode_task
+from conveyor.messaging.confirms import Confirmation
 from conveyor.models import RunEvent, TaskMessage
 from conveyor.operator.book import WorkflowBook, WorkflowUnavailableError
 from conveyor.operator.metrics import Metrics
@@ -45,6 +46,33 @@ log = logging.getLogger("conveyor.operator.runs")
 RUN_TERMINAL = frozenset(("Succeeded", "Failed", "Cancelled"))
 TASK_TERMINAL = frozenset(("Succeeded", "Failed", "Skipped", "Cancelled"))
 RETRY_SECONDS = 2.0
+
+
+async def settled(confirmations: list[Confirmation]) -> None:
+    """Wait until the broker settled every one (confirmed or failed), without a thread or an
+    asyncio future per message: the last one to settle wakes the loop once."""
+    pending = [c for c in confirmations if not c.done()]
+    if not pending:
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    lock = threading.Lock()
+    remaining = [len(pending)]
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def one_settled(_: Confirmation) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            loop.call_soon_threadsafe(wake)
+
+    for confirmation in pending:
+        confirmation.add_done_callback(one_settled)
+    await done
 
 
 @dataclass(frozen=True)
@@ -68,7 +96,7 @@ class _Send:
     body: bytes
     message_id: str
     mandatory: bool
-    future: Future[None]
+    confirmation: Confirmation
 
 
 class ActiveRun:
@@ -114,6 +142,8 @@ class RunManager:
         self._pending: dict[tuple[str, str], deque[str]] = defaultdict(deque)
         self._running: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._ttl: dict[str, asyncio.TimerHandle] = {}
+        # Finished runs whose Workflow is not known yet (operator start): TTL decided later.
+        self._ttl_unknown: dict[str, tuple[RunRef, str | None]] = {}
         self.workers: dict[str, str] = {}  # attempt id -> pod holding it (pod-deletion-cost)
         self._tasks: set[asyncio.Task[Any]] = set()
         book.on_change(self._workflow_changed)
@@ -173,6 +203,7 @@ class RunManager:
         handle = self._ttl.pop(uid, None)
         if handle:
             handle.cancel()
+        self._ttl_unknown.pop(uid, None)
         for delivery in self._parked.pop(uid, []):
             delivery.ack()
         if run is None:
@@ -233,6 +264,10 @@ class RunManager:
 
     def _workflow_changed(self, namespace: str, name: str) -> None:
         """A Workflow appeared or changed: runs waiting for it try again."""
+        for ref, finished_at in list(self._ttl_unknown.values()):
+            if (ref.namespace, ref.workflow) == (namespace, name):
+                del self._ttl_unknown[ref.uid]
+                self._schedule_ttl(ref, finished_at)
         for run in list(self.runs.values()):
             if run.state is None and run.ref.namespace == namespace and \
                     run.ref.workflow == name:
@@ -399,9 +434,10 @@ class RunManager:
 
     def _send(self, run: ActiveRun, exchange: str, routing_key: str, body: bytes,
               message_id: str, *, mandatory: bool) -> None:
-        future = self._link.publish(exchange, routing_key, body, message_id=message_id,
+        confirmation = self._link.publish(exchange, routing_key, body, message_id=message_id,
                                     mandatory=mandatory)
-        run.sends.append(_Send(exchange, routing_key, body, message_id, mandatory, future))
+        run.sends.append(_Send(exchange, routing_key, body, message_id, mandatory,
+                               confirmation))
 
     # -- persisting ---------------------------------------------------------------------------
     def _mark(self, run: ActiveRun) -> None:
@@ -468,18 +504,18 @@ class RunManager:
     async def _confirmed(self, run: ActiveRun, sends: list[_Send],
                          acks: list[Delivery]) -> bool:
         """Wait for the broker's confirms; resend what failed. False: try the flush later."""
+        await settled([send.confirmation for send in sends])
         failed: list[_Send] = []
         for send in sends:
-            try:
-                await asyncio.wrap_future(send.future)
-            except ConveyorError as error:
+            error = send.confirmation.exception(0)
+            if error is not None:
                 log.warning("Publish failed run=%s/%s message=%s error=%s", run.ref.namespace,
                             run.ref.name, send.message_id, error)
                 failed.append(send)
         if not failed:
             return True
         for send in failed:
-            send.future = self._link.publish(send.exchange, send.routing_key, send.body,
+            send.confirmation = self._link.publish(send.exchange, send.routing_key, send.body,
                                              message_id=send.message_id,
                                              mandatory=send.mandatory)
         run.sends[:0] = sends
@@ -559,11 +595,17 @@ class RunManager:
             run.timer.cancel()
         self._leave_slot(run)
         self._count_phases()
+        prefix = f"{ref.uid}/"
+        for attempt in [a for a in self.workers if a.startswith(prefix)]:
+            del self.workers[attempt]
         self._schedule_ttl(ref, status.get("finishedAt"))
 
     def _schedule_ttl(self, ref: RunRef, finished_at: str | None) -> None:
         entry = self._book.get(ref.namespace, ref.workflow)
-        ttl = (entry.spec.get("ttlSecondsAfterFinished") if entry else None)
+        if entry is None:
+            self._ttl_unknown[ref.uid] = (ref, finished_at)
+            return
+        ttl = entry.spec.get("ttlSecondsAfterFinished")
         if ttl is None or self._loop is None or ref.uid in self._ttl:
             return
         ended = time.time()
