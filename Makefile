@@ -26,7 +26,7 @@ testbed-deps: ## Install the system packages the test bed needs (rabbitmq-server
 	@hack/install-deps.sh
 
 .PHONY: testbed-build
-testbed-build: ## Build (or find cached) etcd and the Kubernetes binaries, in ~/.cache/conveyor
+testbed-build: ## Build (or find cached) etcd, the Kubernetes binaries and helm, in ~/.cache/conveyor
 	@hack/build-testbed.sh >/dev/null
 
 .PHONY: testbed-up
@@ -58,8 +58,26 @@ test-unit: venv ## Run the unit tests only (no test bed needed)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: crds
-crds: venv ## Generate the CRDs in crds/ from the pydantic models
-	$(PY) -m conveyor.crdgen crds
+crds: venv ## Generate the CRDs in crds/ and the chart's copy from the pydantic models
+	$(PY) -m conveyor.crdgen --chart charts/conveyor/templates crds
+
+.PHONY: docs
+docs: venv ## Generate docs/api.md (the API reference) from the pydantic models
+	$(PY) -m conveyor.apidocs > docs/api.md
+
+HELM = $$(hack/build-helm.sh)/helm
+
+.PHONY: helm-lint
+helm-lint: ## Lint the Helm chart (charts/conveyor) with the pinned helm
+	@$(HELM) lint --strict charts/conveyor --set amqp.url=amqp://localhost
+
+.PHONY: kind-up
+kind-up: ## With Docker and kind: a kind cluster (kind-config.yaml) with the images and the chart
+	@hack/kind.sh up
+
+.PHONY: kind-e2e
+kind-e2e: venv ## With Docker and kind: kind-up, then the e2e tests against that cluster
+	@hack/kind.sh e2e
 
 .PHONY: lint
 lint: venv ## Check style and types: ruff and mypy --strict

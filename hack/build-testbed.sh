@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the test bed's control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl) from their Go modules through the Go module proxy, into a cache
-# directory keyed by version. A warm cache returns at once; `--is-cached` only tells whether
-# the cache is warm (exit status 0).
+# directory keyed by version, and helm (build-helm.sh) beside it. A warm cache returns at
+# once; `--is-cached` only tells whether the cache is warm (exit status 0). Prints the folder
+# of the Kubernetes binaries.
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every staging module
 # (k8s.io/api, ...) with a local path and requires them at v0.0.0. A wrapper module that
@@ -22,9 +23,10 @@ all_built() {
 }
 
 if [ "${1:-}" = "--is-cached" ]; then
-  all_built
+  all_built && "$here/build-helm.sh" --is-cached
   exit
 fi
+"$here/build-helm.sh" >/dev/null
 if all_built; then
   echo "$bin_dir"
   exit 0

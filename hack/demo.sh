@@ -1,62 +1,103 @@
 #!/usr/bin/env bash
 # `make demo`: the main job. With the test bed up (make runs `testbed-up` first), it installs
-# Conveyor's CRDs, starts the operator, applies the example order-fulfilment Workflow and a
-# run of it, and follows the run live until it ends: worker pools scale up from zero, 20 items
-# fan out, a flaky payment succeeds on its third attempt, a `when` skips the gift wrap, the
-# `finally` audit runs.
+# Conveyor with its Helm chart, so the operator runs as a pod of the test bed under the chart's
+# RBAC; applies the example order-fulfilment Workflow and a run of it; and follows the run live
+# until it ends: worker pools scale up from zero, 20 items fan out, a flaky payment succeeds
+# on its third attempt, a `when` skips the gift wrap, the `finally` audit runs.
+# Idempotent: a second run upgrades the release in place and starts the run anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(PYTHONPATH=hack .venv/bin/python -m testbed env)"
-export PATH="$PWD/.venv/bin:$PATH"
-ns=conveyor-demo
+helm_dir=$(hack/build-helm.sh)
+export PATH="$PWD/.venv/bin:$helm_dir:$PATH"
+release=conveyor
+system=conveyor-system   # the operator's namespace
+ns=conveyor-demo         # where the Workflow runs; the operator watches only it
 state=$(PYTHONPATH=hack .venv/bin/python -c 'from testbed.layout import paths; print(paths().root)')
-log="$state/logs/demo-operator.log"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+indent() { sed 's/^/   /'; }
 
-say "Installing the CRDs and the namespace $ns"
-kubectl apply -f crds/ | sed 's/^/   /'
-kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
-kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" | sed 's/^/   /'
-kubectl -n "$ns" delete workflowrun order-42 --ignore-not-found >/dev/null
-
-say "Starting conveyor-operator (log: $log)"
-conveyor-operator -n "$ns" --health-port 0 >>"$log" 2>&1 &
-operator=$!
-trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
+say "Installing Conveyor with Helm: release $release in $system, watching $ns"
+for n in "$system" "$ns"; do
+  kubectl get namespace "$n" >/dev/null 2>&1 || kubectl create namespace "$n" | indent
+done
+# CRDs that `kubectl apply -f crds/` (or another release) created join this release.
+for crd in workflows.conveyor.dev workflowruns.conveyor.dev; do
+  owner=$(kubectl get crd "$crd" -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}' \
+          2>/dev/null) || continue
+  [ "$owner" = "$release" ] && continue
+  kubectl annotate --overwrite crd "$crd" "meta.helm.sh/release-name=$release" \
+    "meta.helm.sh/release-namespace=$system" >/dev/null
+  kubectl label --overwrite crd "$crd" app.kubernetes.io/managed-by=Helm >/dev/null
+  echo "   adopted the CRD $crd into the release"
+done
+# The test bed runs containers as local processes: the operator's command instead of an
+# image, and its health port on the pod's own loopback IP. The broker URL goes to a values
+# file, not the command line.
+values="$state/demo-values.yaml"
+umask 077
+cat > "$values" <<VALUES
+operator:
+  command: [conveyor-operator]
+  namespaces: [$ns]
+health:
+  listenOnPodIP: true
+amqp:
+  url: "$CONVEYOR_AMQP_URL"
+VALUES
+helm upgrade --install "$release" charts/conveyor --namespace "$system" -f "$values" \
+  --wait --timeout 3m | grep -E '^(Release|NAME|STATUS|REVISION)' | indent
+kubectl -n "$system" get pods -l "app.kubernetes.io/instance=$release" | indent
 
 say "Applying examples/order-fulfilment.yaml and a run of it"
+kubectl -n "$ns" delete workflowrun order-42 --ignore-not-found --wait=true | indent
 kubectl -n "$ns" apply -f examples/order-fulfilment.yaml -f examples/order-fulfilment-run.yaml \
-  | sed 's/^/   /'
+  | indent
 
-say "Following the run (kubectl get cwr,deploy as it changes)"
-last=""
-for _ in $(seq 1 600); do
-  phase=$(kubectl -n "$ns" get cwr order-42 -o jsonpath='{.status.phase}' 2>/dev/null || true)
-  now=$(kubectl -n "$ns" get cwr order-42 --no-headers 2>/dev/null; \
-        kubectl -n "$ns" get deploy --no-headers 2>/dev/null | awk '{print "   pool " $1 " " $2}')
-  if [ "$now" != "$last" ]; then
-    printf '%s  %s\n' "$(date +%T)" "$(echo "$now" | head -1)"
-    echo "$now" | tail -n +2
-    last=$now
-  fi
-  case "$phase" in Succeeded|Failed|Cancelled) break ;; esac
-  sleep 0.5
-done
+if conveyor watch --help >/dev/null 2>&1; then
+  say "Following the run: conveyor watch -n $ns order-42"
+  conveyor watch -n "$ns" order-42 || true
+else
+  say "Following the run (kubectl get cwr,deploy as it changes)"
+  last=""
+  for _ in $(seq 1 600); do
+    phase=$(kubectl -n "$ns" get cwr order-42 -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    now=$(kubectl -n "$ns" get cwr order-42 --no-headers 2>/dev/null; \
+          kubectl -n "$ns" get deploy --no-headers 2>/dev/null | awk '{print "   pool " $1 " " $2}')
+    if [ "$now" != "$last" ]; then
+      printf '%s  %s\n' "$(date +%T)" "$(echo "$now" | head -1)"
+      echo "$now" | tail -n +2
+      last=$now
+    fi
+    case "$phase" in Succeeded|Failed|Cancelled) break ;; esac
+    sleep 0.5
+  done
+fi
 
+phase=$(kubectl -n "$ns" get cwr order-42 -o jsonpath='{.status.phase}')
 say "The run ended: $phase"
 kubectl -n "$ns" get cwr order-42 -o jsonpath='{range .status.tasks[*]}   {.name}{"\t"}{.phase}{"\t"}attempts={.attempts}{"\n"}{end}'
 echo "   outputs: $(kubectl -n "$ns" get cwr order-42 -o jsonpath='{.status.outputs}')"
-kubectl -n "$ns" wait --for=condition=Succeeded cwr/order-42 --timeout=5s >/dev/null
+cli_line=""
+if conveyor get --help >/dev/null 2>&1; then
+  cli_line="   conveyor get -n $ns order-42                  # the run, task by task (docs/cli.md)
+"
+fi
+pod=$(kubectl -n "$system" get pods -l "app.kubernetes.io/instance=$release" \
+      -o jsonpath='{.items[0].metadata.name}')
 
 cat <<MSG
 
 == Where to look next
-   eval "\$(make -s testbed-env)"           # KUBECONFIG, CONVEYOR_AMQP_URL and kubectl on PATH
-   kubectl -n $ns get cwf,cwr               # the printer columns
-   kubectl -n $ns get cwr order-42 -o yaml  # the whole status
-   kubectl -n $ns get events                # what the operator did, task by task
-   ls $state/pods/$ns/                      # each worker pod's output
-   The operator stopped with this demo; the test bed keeps running: make testbed-down
+   eval "\$(make -s testbed-env)"                # KUBECONFIG, CONVEYOR_AMQP_URL and kubectl on PATH
+   kubectl -n $ns get cwf,cwr                    # the printer columns
+$cli_line   kubectl -n $ns get events                     # what the operator did, task by task
+   helm -n $system status $release               # the release ($helm_dir/helm)
+   less $state/pods/$system/$pod/operator.log
+                                                 # the operator pod's output
+   ls $state/pods/$ns/                     # each worker pod's output
+   docs/concepts.md, docs/operating.md, docs/troubleshooting.md
+   The operator keeps running as a pod of the test bed: make testbed-down stops everything
 MSG
 [ "$phase" = Succeeded ]

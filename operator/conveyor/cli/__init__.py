@@ -1,8 +1,68 @@
-"""`conveyor`: the CLI issue."""
+"""`conveyor` (also `kubectl conveyor`): run, watch, retry, lint and draw Workflows.
 
-from conveyor._placeholder import not_implemented
+One module per verb (`runs`, `submit`, `watch`, `lint`, `graph`, `publish`, `dlq`); `common`
+holds the exit codes and the single error a verb raises, `render` the output formats. Every
+failure a user can cause or meet (a missing run, no cluster, a bad input, the broker down)
+ends as one line on stderr and a documented exit code (see `common`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from conveyor.cli import dlq, graph, lint, publish, runs, submit, watch
+from conveyor.cli.common import INTERRUPTED, CliError, Cluster
+from conveyor.cli.render import FORMATS
+from conveyor.errors import ConveyorError
+
+__all__ = ["main"]
 
 
-def main() -> int:
-    """Entry point of `conveyor`."""
-    return not_implemented("conveyor", "the CLI issue")
+def parser() -> argparse.ArgumentParser:
+    # Shared options sit on each verb, so `conveyor get r1 -n shop` works as with kubectl.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-n", "--namespace", help="default: the kubeconfig context's")
+    common.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+    common.add_argument("--context", help="kubeconfig context; default the current one")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("-o", "--output", choices=FORMATS, default="table",
+                        help="table (default), json or yaml")
+    amqp = argparse.ArgumentParser(add_help=False)
+    amqp.add_argument("--amqp-url", help="the broker; default $CONVEYOR_AMQP_URL")
+
+    top = argparse.ArgumentParser(
+        prog="conveyor", description="Run and inspect Conveyor workflows.",
+        epilog="Exit codes: 0 ok (a watched run Succeeded), 1 the run failed or problems "
+        "found, 2 usage, 3 not found, 4 cluster unreachable, 5 broker unreachable, "
+        "130 interrupted.")
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    submit.add_parsers(verbs, common, output)
+    runs.add_parsers(verbs, common, output)
+    watch.add_parser(verbs, common)
+    lint.add_parser(verbs, output)
+    graph.add_parser(verbs, common)
+    publish.add_parser(verbs, amqp)
+    dlq.add_parser(verbs, common, output, amqp)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `conveyor` and `kubectl-conveyor`; returns the exit code."""
+    args = parser().parse_args(argv)
+    cluster = Cluster(getattr(args, "kubeconfig", None), getattr(args, "context", None),
+                      getattr(args, "namespace", None))
+    try:
+        code: int = args.handler(args, cluster)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.code
+    except ConveyorError as error:  # an adapter's error a verb did not translate
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except BrokenPipeError:  # `conveyor list | head`
+        return 0
+    return code

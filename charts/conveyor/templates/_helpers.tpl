@@ -1,0 +1,133 @@
+{{/*
+Names and labels: every template takes its name and labels from here.
+*/}}
+
+{{/* The chart's name, or nameOverride. */}}
+{{- define "conveyor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's name for its objects: fullnameOverride, else <release>[-<chart>]. */}}
+{{- define "conveyor.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart: <name>-<version>, for the helm.sh/chart label. */}}
+{{- define "conveyor.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels every object of the release carries. */}}
+{{- define "conveyor.labels" -}}
+helm.sh/chart: {{ include "conveyor.chart" . }}
+{{ include "conveyor.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: conveyor
+{{- end }}
+
+{{/* The labels that select the operator's pods. */}}
+{{- define "conveyor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "conveyor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The operator's ServiceAccount. */}}
+{{- define "conveyor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "conveyor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret and key that hold the broker URL. */}}
+{{- define "conveyor.amqpSecretName" -}}
+{{- if .Values.amqp.existingSecret }}
+{{- .Values.amqp.existingSecret }}
+{{- else if .Values.amqp.url }}
+{{- printf "%s-amqp" (include "conveyor.fullname" .) }}
+{{- else }}
+{{- include "conveyor.rabbitmqName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.amqpSecretKey" -}}
+{{- if .Values.amqp.existingSecret }}
+{{- .Values.amqp.existingSecretKey }}
+{{- else }}url{{- end }}
+{{- end }}
+
+{{/* The labels that select the single-node RabbitMQ's pod. */}}
+{{- define "conveyor.rabbitmqSelectorLabels" -}}
+app.kubernetes.io/name: rabbitmq
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The single-node RabbitMQ's name, when rabbitmq.enabled. */}}
+{{- define "conveyor.rabbitmqName" -}}
+{{- printf "%s-rabbitmq" (include "conveyor.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Lease that elects the acting replica: one per release. */}}
+{{- define "conveyor.leaseName" -}}
+{{- default (include "conveyor.fullname" .) .Values.operator.leaderLease }}
+{{- end }}
+
+{{/*
+The rules the operator needs in each namespace it watches (docs/operator.md, "What it needs
+from Kubernetes"); tests/unit/test_chart_rbac.py derives the same set from the code.
+*/}}
+{{- define "conveyor.operatorRules" -}}
+- apiGroups: ["conveyor.dev"]
+  resources: ["workflows"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["conveyor.dev"]
+  resources: ["workflowruns"]
+  verbs: ["create", "delete", "list", "watch", "patch"]
+- apiGroups: ["conveyor.dev"]
+  resources: ["workflows/status", "workflowruns/status"]
+  verbs: ["patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/*
+What kopf needs at cluster scope to discover resources: it lists and watches CRDs always, and
+namespaces when it watches a list of namespaces rather than the whole cluster.
+*/}}
+{{- define "conveyor.discoveryRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if .Values.operator.namespaces }}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
+{{- end }}

@@ -1,0 +1,121 @@
+"""`get RUN`, `list [runs|workflows]` and `cancel RUN`: reading runs and patching spec.cancel."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from conveyor import names
+from conveyor.cli.common import NOT_FOUND, OK, CliError, Cluster, kube_failed
+from conveyor.cli.render import FORMATS, age, dump, table
+from conveyor.cli.watch import TERMINAL_RUN, Graph, frame, paint
+from conveyor.kube import KubeError
+
+
+def fetch(cluster: Cluster, plural: str, name: str) -> dict[str, Any]:
+    """The object, or a "not found" CliError naming it and the namespace."""
+    kind = "workflowrun" if plural == names.RUN_PLURAL else "workflow"
+    try:
+        found = cluster.kube.get_object(plural, cluster.namespace, name)
+    except KubeError as error:
+        raise kube_failed(error) from error
+    if found is None:
+        raise CliError(f"{kind} {name!r} not found in namespace {cluster.namespace}", NOT_FOUND)
+    return found
+
+
+def run_get(args: argparse.Namespace, cluster: Cluster) -> int:
+    run = fetch(cluster, names.RUN_PLURAL, args.run)
+    if args.output != "table":
+        print(dump(run, args.output))
+        return OK
+    workflow = (run.get("spec") or {}).get("workflowRef", {}).get("name", "")
+    try:
+        graph = Graph.of(cluster.kube.get_object(names.WORKFLOW_PLURAL, cluster.namespace,
+                                                 workflow))
+    except KubeError:
+        graph = Graph()  # the table still reads well without the dependencies
+    print(paint(frame(run, graph, time.time()), colour=False))
+    return OK
+
+
+def _run_row(run: dict[str, Any], now: float) -> list[object]:
+    status = run.get("status") or {}
+    return [run["metadata"]["name"], (run.get("spec") or {}).get("workflowRef", {}).get("name"),
+            status.get("phase", "Pending"), status.get("progress", ""),
+            age(run["metadata"].get("creationTimestamp"), now)]
+
+
+def _workflow_row(workflow: dict[str, Any], now: float) -> list[object]:
+    status = workflow.get("status") or {}
+    ready: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    spec = workflow.get("spec") or {}
+    return [workflow["metadata"]["name"], ready.get("status", "Unknown"),
+            len(spec.get("tasks") or []) + len(spec.get("finally") or []),
+            status.get("activeRuns", 0), age(workflow["metadata"].get("creationTimestamp"), now),
+            ready.get("reason", "") if ready.get("status") == "False" else ""]
+
+
+def run_list(args: argparse.Namespace, cluster: Cluster) -> int:
+    plural = names.WORKFLOW_PLURAL if args.what == "workflows" else names.RUN_PLURAL
+    try:
+        items = cluster.kube.list_objects(plural, cluster.namespace)
+    except KubeError as error:
+        raise kube_failed(error) from error
+    if plural == names.RUN_PLURAL and args.workflow:
+        items = [r for r in items
+                 if (r.get("spec") or {}).get("workflowRef", {}).get("name") == args.workflow]
+    items.sort(key=lambda o: (o["metadata"].get("creationTimestamp", ""),
+                              o["metadata"]["name"]))
+    if args.output != "table":
+        print(dump(items, args.output))
+        return OK
+    if not items:
+        print(f"No {plural} in namespace {cluster.namespace}.", file=sys.stderr)
+        return OK
+    now = time.time()
+    if plural == names.RUN_PLURAL:
+        print(table(["NAME", "WORKFLOW", "PHASE", "PROGRESS", "AGE"],
+                    [_run_row(r, now) for r in items]))
+    else:
+        print(table(["NAME", "READY", "TASKS", "ACTIVE", "AGE", "REASON"],
+                    [_workflow_row(w, now) for w in items]))
+    return OK
+
+
+def run_cancel(args: argparse.Namespace, cluster: Cluster) -> int:
+    run = fetch(cluster, names.RUN_PLURAL, args.run)
+    phase = (run.get("status") or {}).get("phase")
+    if phase in TERMINAL_RUN:
+        print(f"workflowrun/{args.run} already ended: {phase}")
+        return OK
+    try:
+        cluster.kube.patch_object(names.RUN_PLURAL, cluster.namespace, args.run,
+                                  {"spec": {"cancel": True}})
+    except KubeError as error:
+        raise kube_failed(error) from error
+    print(f"workflowrun/{args.run} cancel requested")
+    return OK
+
+
+def add_parsers(verbs: argparse._SubParsersAction[Any], common: argparse.ArgumentParser,
+                output: argparse.ArgumentParser) -> None:
+    get = verbs.add_parser("get", parents=[common, output], help="show a run and its tasks")
+    get.add_argument("run", help="the WorkflowRun")
+    get.set_defaults(handler=run_get)
+
+    listing = verbs.add_parser("list", parents=[common, output],
+                               help="list runs (default) or workflows")
+    listing.add_argument("what", nargs="?", choices=("runs", "workflows"), default="runs")
+    listing.add_argument("--workflow", "-w", help="only the runs of this Workflow")
+    listing.set_defaults(handler=run_list)
+
+    cancel = verbs.add_parser("cancel", parents=[common], help="cancel a run (spec.cancel=true)")
+    cancel.add_argument("run", help="the WorkflowRun")
+    cancel.set_defaults(handler=run_cancel)
+
+
+__all__ = ["FORMATS", "add_parsers", "fetch"]
