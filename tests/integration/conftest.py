@@ -84,13 +84,13 @@ def workers(broker: BrokerSettings, tmp_path: Path) -> Iterator[Callable[..., Wo
               **env: str) -> WorkerProcess:
         name = f"worker-{len(started)}"
         log = tmp_path / f"{name}.log"
-        environment = dict(
-            os.environ,
-            CONVEYOR_AMQP_URL=broker.url, CONVEYOR_QUEUE=queue.name,
-            CONVEYOR_TASK_TYPE=queue.task_type, CONVEYOR_CONCURRENCY=str(concurrency),
-            CONVEYOR_WORKER_NAME=name, CONVEYOR_METRICS_PORT="0",
-            PYTHONPATH=str(HERE), **env,
-        )
+        environment = {
+            **os.environ,
+            "CONVEYOR_AMQP_URL": broker.url, "CONVEYOR_QUEUE": queue.name,
+            "CONVEYOR_TASK_TYPE": queue.task_type, "CONVEYOR_CONCURRENCY": str(concurrency),
+            "CONVEYOR_WORKER_NAME": name, "CONVEYOR_METRICS_PORT": "0",
+            "PYTHONPATH": str(HERE), **env,
+        }
         with log.open("wb") as sink:
             process = subprocess.Popen([str(WORKER), "--module", module], env=environment,
                                        stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)

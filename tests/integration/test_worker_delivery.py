@@ -6,8 +6,11 @@ Workers serve tests/integration/tasks_under_test.py; events are collected from a
 
 from __future__ import annotations
 
+import secrets
 import signal
+import socket
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 
 from conveyor import names
 from conveyor.messaging.codec import DETAIL_HEADER, REASON_HEADER, encode_task
-from integration.helpers import drain_queue, publish_tasks, wait_consuming
+from integration.helpers import TaskQueue, drain_queue, publish_tasks, wait_consuming
 from support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -171,3 +174,61 @@ def test_malformed_task_bodies_are_dead_lettered_with_a_reason_and_the_worker_ke
     assert worker.exited() is None
     assert worker.output().count("Dead-lettered a malformed task message") == len(bad)
     assert [e.attempt_id for e in events.all(queue.run_uid)] == [valid.attempt_id] * 2
+
+
+def test_failures_are_reported_with_their_class_and_metrics_count_outcomes(
+        admin, task_queue, events, workers, publisher):
+    queue = task_queue("flaky")
+    port = _free_port()
+    workers(queue, concurrency=2, CONVEYOR_METRICS_PORT=str(port),
+            CONVEYOR_METRICS_ADDRESS="127.0.0.1", CONVEYOR_MAX_OUTPUT_BYTES="1000")
+    wait_consuming(admin, queue, 1)
+    messages = [queue.message(0, {"fail": "retryable"}), queue.message(1, {"fail": "bug"}),
+                queue.message(2, {"size": 5000}), queue.message(3, {"size": 10})]
+    publish_tasks(publisher, queue, messages)
+    eventually(lambda: len(events.finished(queue.run_uid)) == 4, 20, what="four outcomes")
+    final = {e.attempt_id: e for e in events.all(queue.run_uid) if e.status != "started"}
+    retryable, bug, too_big, fine = (final[m.attempt_id] for m in messages)
+    assert (retryable.status, retryable.retryable, retryable.error) == (
+        "failed", True, "try again")
+    assert (bug.status, bug.retryable, bug.error) == ("failed", False, "KeyError: 'missing'")
+    assert too_big.status == "failed" and not too_big.retryable
+    assert "OutputTooLarge" in (too_big.error or "")
+    assert fine.status == "succeeded" and fine.outputs == {"big": "x" * 10}
+
+    def scraped() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            return page.read().decode()
+
+    def counted() -> str | None:
+        text = scraped()
+        return text if 'outcome="succeeded",task_type="flaky"} 1.0' in text else None
+
+    metrics = eventually(counted, 10, what="the succeeded task counted")
+    assert 'conveyor_worker_tasks_total{outcome="failed",task_type="flaky"} 2.0' in metrics
+    assert 'conveyor_worker_tasks_total{outcome="retryable",task_type="flaky"} 1.0' in metrics
+    assert 'conveyor_worker_tasks_in_flight{task_type="flaky"} 0.0' in metrics
+    assert 'conveyor_worker_task_duration_seconds_count{task_type="flaky"} 4.0' in metrics
+
+
+def test_a_worker_started_before_its_queue_exists_waits_for_it(
+        admin, events, workers, publisher):
+    queue = TaskQueue(f"t{secrets.token_hex(3)}", "wf", "noop-async")
+    worker = workers(queue)
+    eventually(lambda: "Stopped consuming" in worker.output(), 20,
+               what="the worker to find no queue")
+    admin.declare_task_queue(queue.name, delivery_limit=1)
+    try:
+        wait_consuming(admin, queue, 1)
+        publish_tasks(publisher, queue, [queue.message(0)])
+        eventually(lambda: events.with_status("succeeded", queue.run_uid), 20,
+                   what="the task to succeed")
+        assert events.with_status("succeeded", queue.run_uid)[0].outputs == {"async": True}
+    finally:
+        admin.delete_task_queue(queue.name)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
