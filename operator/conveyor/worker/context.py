@@ -67,7 +67,8 @@ class TaskContext:
         now = time.monotonic()
         with self._lock:
             if progress is not None:
-                self._progress = f"{progress:.0%}" if isinstance(progress, float) else progress
+                self._progress = (f"{progress:.0%}" if isinstance(progress, float)
+                                  else str(progress))
             if now - self._last_heartbeat < MIN_HEARTBEAT_INTERVAL:
                 return
             self._last_heartbeat = now
