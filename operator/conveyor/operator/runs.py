@@ -18,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,97 +31,17 @@ from conveyor.broker import Delivery, Link
 from conveyor.errors import ConveyorError, InvalidStatusError
 from conveyor.kube import Kube, KubeError
 from conveyor.messaging.codec import decode_event, encode_task
-from conveyor.messaging.confirms import Confirmation
 from conveyor.models import RunEvent, TaskMessage
+from conveyor.operator.activerun import ActiveRun, RunRef, Send
 from conveyor.operator.book import WorkflowBook, WorkflowUnavailableError
+from conveyor.operator.flushing import Flusher
 from conveyor.operator.metrics import Metrics
-from conveyor.operator.pacing import TokenBucket
 from conveyor.operator.settings import Settings
-from conveyor.runstate import RunState
+from conveyor.operator.transitions import Post, transitions
 
 log = logging.getLogger("conveyor.operator.runs")
 
 RUN_TERMINAL = frozenset(("Succeeded", "Failed", "Cancelled"))
-TASK_TERMINAL = frozenset(("Succeeded", "Failed", "Skipped", "Cancelled"))
-RETRY_SECONDS = 2.0
-
-
-async def settled(confirmations: list[Confirmation]) -> None:
-    """Wait until the broker settled every one (confirmed or failed), without a thread or an
-    asyncio future per message: the last one to settle wakes the loop once."""
-    pending = [c for c in confirmations if not c.done()]
-    if not pending:
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    lock = threading.Lock()
-    remaining = [len(pending)]
-
-    def wake() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def one_settled(_: Confirmation) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            loop.call_soon_threadsafe(wake)
-
-    for confirmation in pending:
-        confirmation.add_done_callback(one_settled)
-    await done
-
-
-@dataclass(frozen=True)
-class RunRef:
-    namespace: str
-    name: str
-    uid: str
-    workflow: str
-
-    def involved(self) -> dict[str, str]:
-        return {"apiVersion": names.API_VERSION, "kind": names.RUN_KIND,
-                "namespace": self.namespace, "name": self.name, "uid": self.uid}
-
-
-@dataclass
-class _Send:
-    """A publish whose confirm must arrive before the status that records it is written."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    message_id: str
-    mandatory: bool
-    confirmation: Confirmation
-
-
-class ActiveRun:
-    __slots__ = ("acks", "admitted", "cancel_sent", "created", "dirty", "flush_at", "flushing",
-                 "inputs", "last_write", "ref", "sends", "state", "timer", "waiting",
-                 "written_tasks")
-
-    def __init__(self, ref: RunRef, inputs: dict[str, Any], created: str) -> None:
-        self.ref = ref
-        self.inputs = inputs
-        self.created = created
-        self.state: RunState | None = None
-        self.waiting: tuple[str, str] | None = None  # (reason, message) while not started
-        self.admitted = False
-        self.cancel_sent = False
-        self.dirty = False
-        self.flushing = False
-        self.flush_at: asyncio.TimerHandle | None = None
-        self.acks: list[Delivery] = []
-        self.sends: list[_Send] = []
-        self.last_write = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-        self.written_tasks: dict[str, str] = {}
-
-    @property
-    def phase(self) -> str:
-        return self.state.phase if self.state is not None else "Pending"
 
 
 class RunManager:
@@ -136,7 +54,10 @@ class RunManager:
         self._metrics = metrics
         self._on_dispatch = on_dispatch  # (namespace, workflow, task type)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._bucket = TokenBucket(settings.writes_per_second)
+        self._flusher = Flusher(kube, link, metrics, interval=settings.status_interval,
+                                writes_per_second=settings.writes_per_second,
+                                spawn=self._spawn, current=self._current,
+                                on_gone=self._gone, on_written=self._written)
         self.runs: dict[str, ActiveRun] = {}
         self._parked: dict[str, list[Delivery]] = defaultdict(list)
         self._pending: dict[tuple[str, str], deque[str]] = defaultdict(deque)
@@ -251,7 +172,7 @@ class RunManager:
         state = run.state
         if state.phase == "Pending":
             self._pending[(ref.namespace, ref.workflow)].append(ref.uid)
-            self._mark(run)
+            self._flusher.mark(run)
             self._admit(ref.namespace, ref.workflow)
         else:
             run.admitted = True
@@ -286,7 +207,7 @@ class RunManager:
                 if run.state.message is None:
                     run.state.message = (f"waiting: {len(self._running[key])} runs of "
                                          f"Workflow {workflow} are active (maxActiveRuns)")
-                    self._mark(run)
+                    self._flusher.mark(run)
                 return
             queue.popleft()
             run.admitted = True
@@ -383,7 +304,7 @@ class RunManager:
             elif isinstance(action, ev.EmitRunEvent):
                 self._publish_run_event(run, action)
             else:
-                self._mark(run)
+                self._flusher.mark(run)
         if delivery is not None:
             if actions:
                 run.acks.append(delivery)
@@ -436,117 +357,26 @@ class RunManager:
               message_id: str, *, mandatory: bool) -> None:
         confirmation = self._link.publish(exchange, routing_key, body, message_id=message_id,
                                     mandatory=mandatory)
-        run.sends.append(_Send(exchange, routing_key, body, message_id, mandatory,
+        run.sends.append(Send(exchange, routing_key, body, message_id, mandatory,
                                confirmation))
 
-    # -- persisting ---------------------------------------------------------------------------
-    def _mark(self, run: ActiveRun) -> None:
-        run.dirty = True
-        if run.flush_at is not None or run.flushing or self._loop is None:
-            return
-        delay = max(0.0, run.last_write + self._settings.status_interval - time.monotonic())
-        run.flush_at = self._loop.call_later(delay, self._begin_flush, run.ref.uid)
+    def _current(self, run: ActiveRun) -> bool:
+        return self.runs.get(run.ref.uid) is run
 
-    def _begin_flush(self, uid: str) -> None:
-        run = self.runs.get(uid)
-        if run is None:
-            return
-        run.flush_at = None
-        run.flushing = True
-        self._spawn(self._flush(run))
-
-    async def _flush(self, run: ActiveRun) -> None:
-        try:
-            await self._flush_once(run)
-        finally:
-            run.flushing = False
-            if run.dirty and self.runs.get(run.ref.uid) is run:
-                self._mark(run)
-
-    async def _flush_once(self, run: ActiveRun) -> None:
-        state = run.state
-        if state is None or not run.dirty:
-            return
-        await self._bucket.take()
-        acks, sends = run.acks, run.sends
-        run.acks, run.sends = [], []
-        run.dirty = False
-        status = runstatus.to_status(state)
-        started = time.monotonic()
-        if not await self._confirmed(run, sends, acks):
-            return
-        self._metrics.dispatch_latency.observe(time.monotonic() - started)
-        ref = run.ref
-        try:
-            await asyncio.to_thread(self._kube.replace_status, "workflowruns", ref.namespace,
-                                    ref.name, status)
-        except KubeError as error:
-            self._metrics.status_writes.labels("WorkflowRun", "error").inc()
-            if error.not_found:
-                self.forget(ref.uid)
-                for delivery in acks:
-                    delivery.ack()
-                return
-            log.warning("Status write failed run=%s/%s error=%s", ref.namespace, ref.name,
-                        error)
-            run.acks[:0] = acks
-            run.dirty = True
-            await asyncio.sleep(RETRY_SECONDS)
-            return
-        self._metrics.status_writes.labels("WorkflowRun", "ok").inc()
-        run.last_write = time.monotonic()
+    def _gone(self, run: ActiveRun, acks: list[Delivery]) -> None:
+        self.forget(run.ref.uid)
         for delivery in acks:
             delivery.ack()
-        self._post_transitions(run, status)
-        if state.phase in RUN_TERMINAL and not run.dirty:
-            self._finished(run, status)
 
-    async def _confirmed(self, run: ActiveRun, sends: list[_Send],
-                         acks: list[Delivery]) -> bool:
-        """Wait for the broker's confirms; resend what failed. False: try the flush later."""
-        await settled([send.confirmation for send in sends])
-        failed: list[_Send] = []
-        for send in sends:
-            error = send.confirmation.exception(0)
-            if error is not None:
-                log.warning("Publish failed run=%s/%s message=%s error=%s", run.ref.namespace,
-                            run.ref.name, send.message_id, error)
-                failed.append(send)
-        if not failed:
-            return True
-        for send in failed:
-            send.confirmation = self._link.publish(send.exchange, send.routing_key, send.body,
-                                             message_id=send.message_id,
-                                             mandatory=send.mandatory)
-        run.sends[:0] = sends
-        run.acks[:0] = acks
-        run.dirty = True
-        await asyncio.sleep(RETRY_SECONDS)
-        return False
-
-    def _post_transitions(self, run: ActiveRun, status: dict[str, Any]) -> None:
-        """Kubernetes Events for the run's and its tasks' transitions since the last write."""
-        posts: list[tuple[str, str, str]] = []
-        for task in status.get("tasks") or []:
-            phase = task.get("phase", "")
-            if run.written_tasks.get(task["name"]) == phase:
-                continue
-            run.written_tasks[task["name"]] = phase
-            if phase in ("Pending",):
-                continue
-            kind = "Warning" if phase == "Failed" else "Normal"
-            detail = f": {task['message']}" if task.get("message") else ""
-            posts.append((kind, f"Task{phase}", f"task {task['name']} {phase.lower()}{detail}"))
-        phase = status.get("phase", "")
-        if run.written_tasks.get("") != phase:
-            run.written_tasks[""] = phase
-            kind = "Warning" if phase == "Failed" else "Normal"
-            detail = f": {status['message']}" if status.get("message") else ""
-            posts.append((kind, f"Run{phase}", f"run {phase.lower()}{detail}"))
+    def _written(self, run: ActiveRun, status: dict[str, Any]) -> None:
+        posts = transitions(run.written_tasks, status)
         if posts:
             self._spawn(self._post(run.ref, posts))
+        state = run.state
+        if state is not None and state.phase in RUN_TERMINAL and not run.dirty:
+            self._finished(run, status)
 
-    async def _post(self, ref: RunRef, posts: list[tuple[str, str, str]]) -> None:
+    async def _post(self, ref: RunRef, posts: list[Post]) -> None:
         for kind, reason, message in posts:
             try:
                 await asyncio.to_thread(self._kube.post_event, ref.involved(), kind, reason,
@@ -562,7 +392,7 @@ class RunManager:
         status = {"phase": "Pending", "message": message, "progress": "0/0",
                   "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": reason,
                                   "message": message, "lastTransitionTime": stamp}]}
-        await self._bucket.take()
+        await self._flusher.bucket.take()
         try:
             await asyncio.to_thread(self._kube.replace_status, "workflowruns",
                                     run.ref.namespace, run.ref.name, status)

@@ -1,0 +1,124 @@
+"""Coalesced, bounded, ordered status writes of runs (DESIGN.md §1).
+
+A run marked dirty is written at most once per `status_interval`, with every effect since its
+last write, and all writes share one token bucket. Before a write, the flusher waits for the
+broker's confirms of every message the new status records as sent (publish before persist);
+after it, it acks the worker events whose effects it carries (ack after persist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from conveyor import runstatus
+from conveyor.broker import Delivery, Link
+from conveyor.kube import Kube, KubeError
+from conveyor.operator.activerun import ActiveRun, Send, settled
+from conveyor.operator.metrics import Metrics
+from conveyor.operator.pacing import TokenBucket
+
+log = logging.getLogger("conveyor.operator.flushing")
+
+RETRY_SECONDS = 2.0
+
+
+class Flusher:
+    def __init__(self, kube: Kube, link: Link, metrics: Metrics, *, interval: float,
+                 writes_per_second: float,
+                 spawn: Callable[[Coroutine[Any, Any, None]], None],
+                 current: Callable[[ActiveRun], bool],
+                 on_gone: Callable[[ActiveRun, list[Delivery]], None],
+                 on_written: Callable[[ActiveRun, dict[str, Any]], None]) -> None:
+        self._kube = kube
+        self._link = link
+        self._metrics = metrics
+        self._interval = interval
+        self.bucket = TokenBucket(writes_per_second)
+        self._spawn = spawn
+        self._current = current  # is the run still tracked?
+        self._on_gone = on_gone  # the WorkflowRun was deleted (404)
+        self._on_written = on_written
+
+    def mark(self, run: ActiveRun) -> None:
+        """The run's state changed: write it soon (coalescing with what follows)."""
+        run.dirty = True
+        if run.flush_at is not None or run.flushing:
+            return
+        delay = max(0.0, run.last_write + self._interval - time.monotonic())
+        run.flush_at = asyncio.get_running_loop().call_later(delay, self._begin, run)
+
+    def _begin(self, run: ActiveRun) -> None:
+        run.flush_at = None
+        if not self._current(run):
+            return
+        run.flushing = True
+        self._spawn(self._flush(run))
+
+    async def _flush(self, run: ActiveRun) -> None:
+        try:
+            await self._flush_once(run)
+        finally:
+            run.flushing = False
+            if run.dirty and self._current(run):
+                self.mark(run)
+
+    async def _flush_once(self, run: ActiveRun) -> None:
+        state = run.state
+        if state is None or not run.dirty:
+            return
+        await self.bucket.take()
+        acks, sends = run.acks, run.sends
+        run.acks, run.sends = [], []
+        run.dirty = False
+        status = runstatus.to_status(state)
+        started = time.monotonic()
+        if not await self._confirmed(run, sends, acks):
+            return
+        self._metrics.dispatch_latency.observe(time.monotonic() - started)
+        ref = run.ref
+        try:
+            await asyncio.to_thread(self._kube.replace_status, "workflowruns", ref.namespace,
+                                    ref.name, status)
+        except KubeError as error:
+            self._metrics.status_writes.labels("WorkflowRun", "error").inc()
+            if error.not_found:
+                self._on_gone(run, acks)
+                return
+            log.warning("Status write failed run=%s/%s error=%s", ref.namespace, ref.name,
+                        error)
+            run.acks[:0] = acks
+            run.dirty = True
+            await asyncio.sleep(RETRY_SECONDS)
+            return
+        self._metrics.status_writes.labels("WorkflowRun", "ok").inc()
+        run.last_write = time.monotonic()
+        for delivery in acks:
+            delivery.ack()
+        self._on_written(run, status)
+
+    async def _confirmed(self, run: ActiveRun, sends: list[Send],
+                         acks: list[Delivery]) -> bool:
+        """Wait for the broker's confirms; resend what failed. False: try the flush later."""
+        await settled([send.confirmation for send in sends])
+        failed: list[Send] = []
+        for send in sends:
+            error = send.confirmation.exception(0)
+            if error is not None:
+                log.warning("Publish failed run=%s/%s message=%s error=%s", run.ref.namespace,
+                            run.ref.name, send.message_id, error)
+                failed.append(send)
+        if not failed:
+            return True
+        for send in failed:
+            send.confirmation = self._link.publish(send.exchange, send.routing_key, send.body,
+                                                   message_id=send.message_id,
+                                                   mandatory=send.mandatory)
+        run.sends[:0] = sends
+        run.acks[:0] = acks
+        run.dirty = True
+        await asyncio.sleep(RETRY_SECONDS)
+        return False
