@@ -80,10 +80,11 @@ kind-e2e: venv ## With Docker and kind: kind-up, then the e2e tests against that
 	@hack/kind.sh e2e
 
 .PHONY: lint
-lint: venv ## Check style and types: ruff and mypy --strict
+lint: venv ## Check style, types and layers: ruff, mypy --strict, import-linter
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/mypy
 	MYPYPATH=hack $(VENV)/bin/mypy --strict -p testbed
+	$(VENV)/bin/lint-imports
 
 .PHONY: bench
 bench: venv ## Run the benchmarks in bench/ and print their tables
