@@ -208,3 +208,23 @@ def test_the_workflow_status_shows_its_pools(operator, kubectl):
         assert entry["backlog"] == 0 and entry["deadLetters"] == 0
     columns = kubectl("get", "cwf", "pools", "--no-headers").split()
     assert (columns[1] == "True" and columns[2] == "other,work") or columns[2] == "work,other"
+
+
+def test_a_run_reuses_the_outputs_given_in_spec_reuse_and_runs_the_rest(operator, kubectl,
+                                                                      tmp_path):
+    log = tmp_path / "executions.jsonl"
+    wf = workflow("reusing", [
+        {"name": "expensive", "type": "work", "inputs": {"echo": "fresh"}},
+        {"name": "after", "type": "work", "dependsOn": ["expensive"],
+         "inputs": {"echo": "${{ tasks.expensive.outputs.echo }}"}},
+    ], taskTypes=[work_type(log=log)], outputs={"got": "${{ tasks.after.outputs.echo }}"})
+    second = run("second", "reusing")
+    second["spec"]["reuse"] = {"expensive": {"echo": "from an earlier run"}}
+    kubectl("apply", "-f", "-", stdin=as_json(wf, second))
+    status = _wait_phase(kubectl, "second", "Succeeded", "Failed")
+    tasks = _tasks(status)
+    assert tasks["expensive"]["phase"] == "Succeeded"
+    assert tasks["expensive"].get("reason") == "Reused"
+    assert status["outputs"] == {"got": "from an earlier run"}
+    executed = [json.loads(line)["attempt"] for line in log.read_text().splitlines()]
+    assert executed and all("/after/" in attempt for attempt in executed), executed

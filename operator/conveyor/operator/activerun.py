@@ -39,12 +39,14 @@ class Send:
 
 class ActiveRun:
     __slots__ = ("acks", "admitted", "cancel_sent", "created", "dirty", "flush_at", "flushing",
-                 "inputs", "last_write", "ref", "sends", "state", "timer", "waiting",
+                 "inputs", "last_write", "ref", "reuse", "sends", "state", "timer", "waiting",
                  "written_tasks")
 
-    def __init__(self, ref: RunRef, inputs: dict[str, Any], created: str) -> None:
+    def __init__(self, ref: RunRef, inputs: dict[str, Any], created: str,
+                 reuse: dict[str, Any] | None = None) -> None:
         self.ref = ref
         self.inputs = inputs
+        self.reuse = reuse or {}  # spec.reuse: outputs of an earlier run's succeeded tasks
         self.created = created
         self.state: RunState | None = None
         self.waiting: tuple[str, str] | None = None  # (reason, message) while not started

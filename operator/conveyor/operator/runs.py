@@ -114,7 +114,8 @@ class RunManager:
         if status.get("phase") in RUN_TERMINAL:
             self._schedule_ttl(ref, status.get("finishedAt"))
             return
-        run = ActiveRun(ref, dict(spec.get("inputs") or {}), meta.get("creationTimestamp", ""))
+        run = ActiveRun(ref, dict(spec.get("inputs") or {}), meta.get("creationTimestamp", ""),
+                        dict(spec.get("reuse") or {}))
         self.runs[uid] = run
         self._spawn(self._activate(run, status, bool(spec.get("cancel"))))
 
@@ -152,7 +153,8 @@ class RunManager:
             else:
                 compiled = self._book.current(ref.namespace, ref.workflow)
                 await self._book.pin(ref.namespace, ref.workflow, compiled)
-                run.state = engine.new_run(compiled, ref.uid, run.inputs, time.time())
+                run.state = engine.new_run(compiled, ref.uid, run.inputs, time.time(),
+                                           reuse=run.reuse)
         except WorkflowUnavailableError as error:
             if generation is not None and error.reason == "WorkflowGenerationLost":
                 await self._end_unstarted(run, "Failed", error.reason, str(error))
