@@ -66,6 +66,7 @@ class RunManager:
         # Finished runs whose Workflow is not known yet (operator start): TTL decided later.
         self._ttl_unknown: dict[str, tuple[RunRef, str | None]] = {}
         self.workers: dict[str, str] = {}  # attempt id -> pod holding it (pod-deletion-cost)
+        self._started: dict[str, float] = {}  # attempt id -> when its start was seen
         self._tasks: set[asyncio.Task[Any]] = set()
         book.on_change(self._workflow_changed)
 
@@ -267,10 +268,7 @@ class RunManager:
             log.error("Event dropped: not an attempt id attempt=%s", message.attempt_id)
             delivery.ack()
             return
-        if message.status in ("started", "heartbeat") and message.worker:
-            self.workers[message.attempt_id] = message.worker
-        elif message.status in ("succeeded", "failed"):
-            self.workers.pop(message.attempt_id, None)
+        self._track_attempt(message.attempt_id, message.status, message.worker)
         run = self.runs.get(parsed[0])
         if run is None:
             log.debug("Event dropped: no such run attempt=%s", message.attempt_id)
@@ -282,6 +280,18 @@ class RunManager:
             return
         effect = self._apply(run, ev.from_message(message), delivery)
         self._metrics.events.labels(message.status, "applied" if effect else "ignored").inc()
+
+    def _track_attempt(self, attempt: str, status: str, worker: str | None) -> None:
+        """Who holds which attempt (for pod-deletion-cost) and how long attempts take."""
+        if status in ("started", "heartbeat"):
+            if worker:
+                self.workers[attempt] = worker
+            self._started.setdefault(attempt, time.monotonic())
+        elif status in ("succeeded", "failed"):
+            self.workers.pop(attempt, None)
+            began = self._started.pop(attempt, None)
+            if began is not None:
+                self._metrics.task_duration.observe(time.monotonic() - began)
 
     def _release_parked(self, uid: str) -> None:
         for delivery in self._parked.pop(uid, []):
@@ -430,6 +440,8 @@ class RunManager:
         prefix = f"{ref.uid}/"
         for attempt in [a for a in self.workers if a.startswith(prefix)]:
             del self.workers[attempt]
+        for attempt in [a for a in self._started if a.startswith(prefix)]:
+            del self._started[attempt]
         self._schedule_ttl(ref, status.get("finishedAt"))
 
     def _schedule_ttl(self, ref: RunRef, finished_at: str | None) -> None:
