@@ -122,9 +122,7 @@ def test_watch_exits_1_when_the_run_fails_and_retry_reuses_what_succeeded(
     assert obj["metadata"]["annotations"]["conveyor.dev/retry-of"] == "r1"
     assert cli("watch", "r2").returncode == 1  # `second` fails its first attempt again
     first = _tasks(_run_json(cli, "r2"))["first"]
-    if first.get("reason") != "Reused":
-        pytest.xfail("the operator does not pass spec.reuse to engine.new_run yet "
-                     "(operator/conveyor/operator/runs.py)")
+    assert first.get("reason") == "Reused"
     assert "attempts" not in first and first["outputs"] == {"echo": "kept", "attempt": 1}
 
 

@@ -138,7 +138,7 @@ GRACE_SCRIPT = textwrap.dedent("""
     signal.signal(signal.SIGTERM, lambda *_: out.write_text("ignored SIGTERM"))
     out.write_text(str(os.getpid()))
     while True:
-        time.sleep(0.05)
+        signal.pause()
 """)
 
 
@@ -171,8 +171,8 @@ def test_a_restarted_agent_stops_what_a_killed_one_left_and_runs_the_pod_again(
 ):
     core = client.CoreV1Api(api_client)
     out = tmp_path / "pids"
-    script = ("import os, time; open(os.environ['OUT'], 'a').write(f'{os.getpid()}\\n'); "
-              "time.sleep(3600)")
+    script = ("import os, signal; open(os.environ['OUT'], 'a').write(f'{os.getpid()}\\n'); "
+              "signal.pause()")
     core.create_namespaced_pod(namespace, pod_manifest(
         "survivor", [python_container("main", script, env=[{"name": "OUT", "value": str(out)}])]))
     first = int(eventually(lambda: out.exists() and out.read_text().split()[0], 60,

@@ -113,7 +113,7 @@ DEPLOYMENT_SCRIPT = textwrap.dedent("""
     signal.signal(signal.SIGTERM, on_term)
     (out / f"{me}.started").write_text(str(os.getpid()))
     while True:
-        time.sleep(0.05)
+        signal.pause()
 """)
 
 
