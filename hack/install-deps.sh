@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test bed needs, when they are missing.
+# Installs the Debian packages the test bed and the tests need, when they are missing.
 set -euo pipefail
 missing=()
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+# The Argo CD health checks (docs/argocd/*.lua) are tested with Debian's Lua.
+command -v lua5.4 >/dev/null || missing+=(lua5.4)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

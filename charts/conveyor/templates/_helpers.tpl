@@ -84,8 +84,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-The rules the operator needs in each namespace it watches (docs/operator.md, "What it needs
-from Kubernetes"); tests/unit/test_chart_rbac.py derives the same set from the code.
+The rules the operator needs in each namespace it watches; tests/unit/test_chart_rbac.py
+derives the same set from the code. Server-side apply needs create besides patch.
 */}}
 {{- define "conveyor.operatorRules" -}}
 - apiGroups: ["conveyor.dev"]
@@ -99,7 +99,7 @@ from Kubernetes"); tests/unit/test_chart_rbac.py derives the same set from the c
   verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["create", "list", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
   verbs: ["patch"]
@@ -108,10 +108,10 @@ from Kubernetes"); tests/unit/test_chart_rbac.py derives the same set from the c
   verbs: ["list", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["patch"]
+  verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "patch"]
+  verbs: ["create", "get", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

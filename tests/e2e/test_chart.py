@@ -1,0 +1,187 @@
+"""`helm install` of the chart runs the operator as a pod of the cluster, under the chart's RBAC
+and nothing more, and the example Workflow succeeds through it; `helm uninstall` leaves none of
+the release's objects behind but the CRDs (kept by default).
+
+Each test installs a release of its own name and uninstalls it in a `finally`, so no
+cluster-scoped object (ClusterRoles...) outlives it. On the test bed the operator's container
+runs `conveyor-operator` as a local process (no images there); against another cluster
+(CONVEYOR_TEST_USE_KUBECONFIG=1) it runs the image CONVEYOR_TEST_OPERATOR_IMAGE names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.helm import CHART, helm
+from support.waiting import eventually
+from testbed.layout import paths
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CRDS = ("workflows.conveyor.dev", "workflowruns.conveyor.dev")
+NAMESPACED = "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,roles," \
+             "rolebindings,leases"
+CLUSTER = "clusterroles,clusterrolebindings"
+
+
+def _operator_values(amqp_url: str, namespace: str) -> dict[str, Any]:
+    values: dict[str, Any] = {"operator": {"namespaces": [namespace]},
+                              "amqp": {"url": amqp_url}}
+    if os.environ.get("CONVEYOR_TEST_USE_KUBECONFIG") == "1":
+        image = os.environ.get("CONVEYOR_TEST_OPERATOR_IMAGE", "conveyor-operator:dev")
+        repository, _, tag = image.rpartition(":")
+        values["image"] = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"}
+    else:
+        values["operator"]["command"] = ["conveyor-operator"]
+        values["health"] = {"listenOnPodIP": True}
+    return values
+
+
+class Release:
+    def __init__(self, cluster: Any, namespace: str, tmp_path: Path) -> None:
+        self.name = f"cv-{secrets.token_hex(3)}"
+        self.namespace = namespace
+        self.env = cluster.env()
+        self.values = tmp_path / "values.yaml"
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(["kubectl", *args], env=self.env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def adopt_crds(self) -> None:
+        """CRDs that `kubectl apply -f crds/` or another release made join this release."""
+        for crd in CRDS:
+            if not self.kubectl("get", "crd", crd, "--ignore-not-found", "-o", "name"):
+                continue
+            self.kubectl("annotate", "--overwrite", "crd", crd,
+                         f"meta.helm.sh/release-name={self.name}",
+                         f"meta.helm.sh/release-namespace={self.namespace}")
+            self.kubectl("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm")
+
+    def install(self, values: dict[str, Any]) -> None:
+        self.values.write_text(yaml.safe_dump(values))
+        self.values.chmod(0o600)
+        helm("install", self.name, str(CHART), "--namespace", self.namespace,
+             "-f", str(self.values), "--wait", "--timeout", "3m", env=self.env)
+
+    def uninstall(self) -> None:
+        helm("uninstall", self.name, "--namespace", self.namespace, "--wait",
+             "--timeout", "2m", env=self.env, check=False)
+
+    def leftovers(self) -> list[str]:
+        selector = f"app.kubernetes.io/instance={self.name}"
+        found = self.kubectl("-n", self.namespace, "get", NAMESPACED, "-l", selector, "-o",
+                             "name").split()
+        found += self.kubectl("get", CLUSTER, "-l", selector, "-o", "name").split()
+        return found
+
+    def operator_log(self) -> str:
+        """The operator pod's last lines: `kubectl logs`, or the test bed's log files."""
+        pods = self.kubectl("-n", self.namespace, "get", "pods", "-l",
+                            f"app.kubernetes.io/instance={self.name}", "-o", "name",
+                            check=False).split()
+        if os.environ.get("CONVEYOR_TEST_USE_KUBECONFIG") == "1":
+            return "\n".join(self.kubectl("-n", self.namespace, "logs", p, "--tail", "80",
+                                          check=False) for p in pods)
+        logs = sorted((paths().root / "pods" / self.namespace).glob("*/operator.log"))
+        return "\n".join("\n".join(f.read_text(errors="replace").splitlines()[-80:])
+                         for f in logs)
+
+
+@pytest.fixture
+def release(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[Release]:
+    made = Release(cluster, namespace, tmp_path)
+    try:
+        yield made
+    finally:
+        made.uninstall()
+
+
+def test_the_example_runs_through_the_operator_pod_and_uninstall_cleans_up(
+        release: Release, amqp_url: str, namespace: str) -> None:
+    release.adopt_crds()
+    release.install(_operator_values(amqp_url, namespace))
+
+    deployment = json.loads(release.kubectl("-n", namespace, "get", "deployment",
+                                            release.name + "-conveyor", "-o", "json"))
+    assert deployment["status"].get("readyReplicas") == 1
+    pod_spec = deployment["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == release.name + "-conveyor"
+
+    # The operator acts with its ServiceAccount's rights: exactly the chart's rules.
+    account = f"system:serviceaccount:{namespace}:{release.name}-conveyor"
+    def can(verb: str, resource: str, ns: str | None = namespace) -> bool:
+        where = ["-n", ns] if ns else []
+        out = release.kubectl("auth", "can-i", verb, resource, "--as", account, *where,
+                              check=False)
+        return out.strip() == "yes"
+    assert can("patch", "deployments.apps") and can("patch", "workflowruns.conveyor.dev/status")
+    assert not can("get", "secrets") and not can("delete", "pods")
+    assert not can("list", "workflowruns.conveyor.dev", "default")  # only its namespace
+
+    try:
+        kubectl = ["-n", namespace]
+        release.kubectl(*kubectl, "apply", "-f", str(EXAMPLES / "order-fulfilment.yaml"),
+                        "-f", str(EXAMPLES / "order-fulfilment-run.yaml"))
+
+        def finished() -> str:
+            return release.kubectl(*kubectl, "get", "cwr", "order-42", "-o",
+                                   "jsonpath={.status.phase}") in ("Succeeded", "Failed") and \
+                "done"
+
+        eventually(finished, 180, interval=0.5, what="the run to finish")
+        run = json.loads(release.kubectl(*kubectl, "get", "cwr", "order-42", "-o", "json"))
+        assert run["status"]["phase"] == "Succeeded", run["status"].get("message")
+        assert run["status"]["outputs"]["reserved"] == 20
+
+        # Deleting the Workflow runs the operator's finalizer (pools deleted under its RBAC).
+        release.kubectl(*kubectl, "delete", "cwr", "order-42", "--wait=true", "--timeout=60s")
+        release.kubectl(*kubectl, "delete", "cwf", "order-fulfilment", "--wait=true",
+                        "--timeout=120s")
+        assert not release.kubectl(*kubectl, "get", "deployments", "-l",
+                                   "conveyor.dev/workflow=order-fulfilment", "-o", "name")
+    except AssertionError:
+        print(f"--- operator log ---\n{release.operator_log()}")
+        raise
+
+    assert release.leftovers()  # the query finds the release's objects while it is installed
+    release.uninstall()
+    eventually(lambda: not release.leftovers(), 90, interval=0.5,
+               what="every object of the release to be gone")
+    for crd in CRDS:  # kept: deleting them would delete every Workflow and WorkflowRun
+        assert release.kubectl("get", "crd", crd, "-o", "name").strip()
+
+
+def test_an_existing_secret_and_a_cluster_wide_operator(
+        release: Release, amqp_url: str, namespace: str) -> None:
+    """Watching every namespace: a ClusterRole; the URL from a Secret the user made."""
+    release.kubectl("-n", namespace, "create", "secret", "generic", "broker",
+                    f"--from-literal=uri={amqp_url}")
+    values = _operator_values(amqp_url, namespace)
+    values["operator"]["namespaces"] = []
+    values["amqp"] = {"existingSecret": "broker", "existingSecretKey": "uri"}
+    values["crds"] = {"enabled": False}
+    values["rbac"] = {"create": True, "userRoles": False}
+    release.install(values)
+    account = f"system:serviceaccount:{namespace}:{release.name}-conveyor"
+    out = release.kubectl("auth", "can-i", "list", "workflowruns.conveyor.dev", "--as", account,
+                          "--all-namespaces", check=False)
+    assert out.strip() == "yes"
+    assert release.kubectl("-n", namespace, "get", "secret", "-l",
+                           f"app.kubernetes.io/instance={release.name}", "-o", "name") == ""
+    release.uninstall()
+    eventually(lambda: not release.leftovers(), 90, interval=0.5,
+               what="every object of the release to be gone")

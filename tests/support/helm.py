@@ -1,0 +1,49 @@
+"""The pinned helm (hack/build-helm.sh) and the chart, for the chart's tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "conveyor"
+
+
+def helm_binary() -> Path:
+    """The cached helm; fails (never skips) when it has not been built."""
+    script = REPO / "hack" / "build-helm.sh"
+    if subprocess.run([str(script), "--is-cached"], check=False).returncode != 0:
+        pytest.fail("helm is not built: run `make testbed-build` (hack/build-helm.sh)")
+    out = subprocess.run([str(script)], check=True, capture_output=True, text=True).stdout
+    return Path(out.strip().splitlines()[-1]) / "helm"
+
+
+def helm(*args: str, env: Mapping[str, str] | None = None, check: bool = True,
+         timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(helm_binary()), *args], capture_output=True, text=True,
+                            env=None if env is None else dict(env), timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def set_args(values: Mapping[str, Any]) -> list[str]:
+    """`--set-json key=value` for each value (dotted keys), so strings stay strings."""
+    out: list[str] = []
+    for key, value in values.items():
+        out += ["--set-json", f"{key}={json.dumps(value)}"]
+    return out
+
+
+def template(values: Mapping[str, Any], *, release: str = "conveyor",
+             namespace: str = "conveyor-system", extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The objects `helm template` renders for these values."""
+    out = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values),
+               *extra).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
