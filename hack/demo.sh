@@ -79,25 +79,21 @@ phase=$(kubectl -n "$ns" get cwr order-42 -o jsonpath='{.status.phase}')
 say "The run ended: $phase"
 kubectl -n "$ns" get cwr order-42 -o jsonpath='{range .status.tasks[*]}   {.name}{"\t"}{.phase}{"\t"}attempts={.attempts}{"\n"}{end}'
 echo "   outputs: $(kubectl -n "$ns" get cwr order-42 -o jsonpath='{.status.outputs}')"
-cli_line=""
-if conveyor get --help >/dev/null 2>&1; then
-  cli_line="   conveyor get -n $ns order-42                  # the run, task by task (docs/cli.md)
-"
-fi
 pod=$(kubectl -n "$system" get pods -l "app.kubernetes.io/instance=$release" \
       -o jsonpath='{.items[0].metadata.name}')
 
-cat <<MSG
-
-== Where to look next
-   eval "\$(make -s testbed-env)"                # KUBECONFIG, CONVEYOR_AMQP_URL and kubectl on PATH
-   kubectl -n $ns get cwf,cwr                    # the printer columns
-$cli_line   kubectl -n $ns get events                     # what the operator did, task by task
-   helm -n $system status $release               # the release ($helm_dir/helm)
-   less $state/pods/$system/$pod/operator.log
-                                                 # the operator pod's output
-   ls $state/pods/$ns/                     # each worker pod's output
-   docs/concepts.md, docs/operating.md, docs/troubleshooting.md
-   The operator keeps running as a pod of the test bed: make testbed-down stops everything
-MSG
+next() { printf '   %-46s # %s\n' "$1" "$2"; }
+printf '\n\033[1m== Where to look next\033[0m\n'
+next 'eval "$(make -s testbed-env)"' "KUBECONFIG, CONVEYOR_AMQP_URL, kubectl on PATH"
+next "kubectl -n $ns get cwf,cwr" "the printer columns"
+if conveyor get --help >/dev/null 2>&1; then
+  next "conveyor get -n $ns order-42" "the run, task by task (docs/cli.md)"
+fi
+next "kubectl -n $ns get events" "what the operator did, task by task"
+next "kubectl -n $system get deploy,pods,roles" "the release's operator and its RBAC"
+next "helm -n $system status $release" "the release (helm: $helm_dir)"
+echo "   the operator pod's output:  $state/pods/$system/$pod/operator.log"
+echo "   each worker pod's output:   $state/pods/$ns/"
+echo "   docs: docs/concepts.md, docs/operating.md, docs/troubleshooting.md"
+echo "   The operator keeps running as a pod of the test bed; make testbed-down stops it all."
 [ "$phase" = Succeeded ]
