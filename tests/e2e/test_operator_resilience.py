@@ -153,5 +153,7 @@ def test_a_second_replica_waits_for_the_lease_and_takes_over_when_the_leader_die
         kubectl("apply", "-f", "-", stdin=as_json(run("r2", "leader")))
         eventually(lambda: all((r.get("status") or {}).get("phase") == "Succeeded"
                                for r in _runs(kubectl)), 60, what="the new leader to run r2")
+        standby.stop()  # SIGTERM: a clean shutdown hands the Lease over at once
+        assert "Leader lease released" in standby.tail()
     finally:
         standby.stop()

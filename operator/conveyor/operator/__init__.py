@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    elector: LeaderElector | None = None
     if settings.leader_lease is not None:
         standby = (standby_server(settings.health_address, settings.health_port)
                    if settings.health_port else None)
@@ -43,4 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         standalone=True,  # the Lease, not kopf's peering, keeps replicas from acting at once
         memo=kopf.Memo(settings=settings),
     )
+    if elector is not None:
+        elector.release()
     return 0

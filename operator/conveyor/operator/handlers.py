@@ -105,5 +105,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
             _runtime(memo).runs.observe(raw(body))
 
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every failed reconnection attempt as an error; the broker adapter already
+    # says, once per attempt and in a line of its own, that the link is down and retrying.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     return registry

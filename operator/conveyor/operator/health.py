@@ -30,9 +30,10 @@ BROKER_GRACE = 30.0
 
 class _StandbyHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = b"standby: waiting for the leader lease\n"
+        # A standby has no metrics yet: an empty exposition is valid for Prometheus.
+        body = b"standby: waiting for the leader lease\n" if self.path == "/healthz" else b""
         self.send_response(200 if self.path in ("/healthz", "/metrics") else 404)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -44,6 +44,7 @@ class LeaderElector:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     on_lost: Callable[[], None] = field(default=lambda: os._exit(70))
     _observed: tuple[str, float] | None = field(default=None, init=False)
+    _releasing: bool = field(default=False, init=False)
 
     def acquire(self, poll: float = 1.0) -> None:
         """Block until this process holds the Lease."""
@@ -62,6 +63,22 @@ class LeaderElector:
         thread = threading.Thread(target=self._renew_loop, name="leader-lease", daemon=True)
         thread.start()
         return thread
+
+    def release(self) -> None:
+        """Give the Lease up on a clean shutdown, so a standby takes over at once instead
+        of waiting for it to expire."""
+        self._releasing = True
+        try:
+            lease = self.kube.get_lease(self.namespace, self.name)
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != self.identity:
+                return
+            self.kube.replace_lease(self.namespace, self.name,
+                                    lease["metadata"]["resourceVersion"],
+                                    {**spec, "holderIdentity": "", "leaseDurationSeconds": 1})
+            log.info("Leader lease released lease=%s/%s", self.namespace, self.name)
+        except KubeError as error:
+            log.warning("Leader lease not released error=%s", error)
 
     def _spec(self, acquired: str | None = None) -> dict[str, Any]:
         now = _now_text()
@@ -105,6 +122,8 @@ class LeaderElector:
             try:
                 lease = self.kube.get_lease(self.namespace, self.name)
                 spec = (lease or {}).get("spec") or {}
+                if self._releasing:
+                    return
                 if lease is None or spec.get("holderIdentity") != self.identity:
                     log.error("Leader lease lost to another replica lease=%s/%s; exiting",
                               self.namespace, self.name)
