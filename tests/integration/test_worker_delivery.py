@@ -200,15 +200,23 @@ def test_failures_are_reported_with_their_class_and_metrics_count_outcomes(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
             return page.read().decode()
 
-    def counted() -> str | None:
-        text = scraped()
-        return text if 'outcome="succeeded",task_type="flaky"} 1.0' in text else None
+    # The worker counts an outcome once the broker confirmed its event, which may be a moment
+    # after the event reached us.
+    expected = [
+        'conveyor_worker_tasks_total{outcome="succeeded",task_type="flaky"} 1.0',
+        'conveyor_worker_tasks_total{outcome="failed",task_type="flaky"} 2.0',
+        'conveyor_worker_tasks_total{outcome="retryable",task_type="flaky"} 1.0',
+        'conveyor_worker_tasks_in_flight{task_type="flaky"} 0.0',
+        'conveyor_worker_task_duration_seconds_count{task_type="flaky"} 4.0',
+    ]
 
-    metrics = eventually(counted, 10, what="the succeeded task counted")
-    assert 'conveyor_worker_tasks_total{outcome="failed",task_type="flaky"} 2.0' in metrics
-    assert 'conveyor_worker_tasks_total{outcome="retryable",task_type="flaky"} 1.0' in metrics
-    assert 'conveyor_worker_tasks_in_flight{task_type="flaky"} 0.0' in metrics
-    assert 'conveyor_worker_task_duration_seconds_count{task_type="flaky"} 4.0' in metrics
+    def all_counted() -> bool:
+        text = scraped()
+        missing = [line for line in expected if line not in text]
+        assert not missing, f"missing {missing}"
+        return True
+
+    eventually(all_counted, 10, what="every outcome counted")
 
 
 def test_a_worker_started_before_its_queue_exists_waits_for_it(
