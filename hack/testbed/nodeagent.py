@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import logging
 import os
 import signal
@@ -52,10 +53,20 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class PodIPs:
-    """Hands out loopback addresses 127.1.x.y, one per pod, so pods can bind their own IP."""
+def pod_network(state: Path) -> int:
+    """The second octet of this test bed's pod addresses: 2 to 254, stable per state dir."""
+    return 2 + int(hashlib.sha256(str(state).encode()).hexdigest(), 16) % 253
 
-    def __init__(self) -> None:
+
+class PodIPs:
+    """Hands out loopback addresses 127.N.x.y, one per pod, so pods can bind their own IP.
+
+    N is the test bed's own (from its state directory), so the pods of two test beds on one
+    machine (a checkout and its CI clone, say) never get the same address.
+    """
+
+    def __init__(self, network: int) -> None:
+        self._network = network
         self._lock = threading.Lock()
         self._next = 1
         self._by_uid: dict[str, str] = {}
@@ -65,7 +76,7 @@ class PodIPs:
             if uid not in self._by_uid:
                 n = self._next
                 self._next = n + 1 if n < 65000 else 1
-                self._by_uid[uid] = f"127.1.{n // 250}.{n % 250 + 2}"
+                self._by_uid[uid] = f"127.{self._network}.{n // 250}.{n % 250 + 2}"
             return self._by_uid[uid]
 
     def release(self, uid: str) -> None:
@@ -447,7 +458,7 @@ class NodeAgent:
         p = self.paths.pki
         self.rest = Rest(f"https://127.0.0.1:{ports().apiserver}", str(p / "ca.crt"),
                          str(p / "admin.crt"), str(p / "admin.key"))
-        self.ips = PodIPs()
+        self.ips = PodIPs(pod_network(self.paths.root))
         self.runners: dict[str, PodRunner] = {}
         self.stopping = threading.Event()
 

@@ -19,6 +19,8 @@ AMQP_SECRET_KEY = "url"
 # type declares a timeout; otherwise the longest timeout plus a margin, capped at an hour.
 DEFAULT_GRACE_SECONDS = 60
 GRACE_MARGIN_SECONDS = 10
+GRACE_DRAIN_MARGIN = 5  # seconds between the worker's own drain deadline and SIGKILL
+WORKER_METRICS_PORT = 9464  # conveyor-worker's default CONVEYOR_METRICS_PORT
 MAX_GRACE_SECONDS = 3600
 _NAME_BUDGET = 52  # ReplicaSet and pod suffixes must still fit a 63-character label
 
@@ -91,7 +93,8 @@ def amqp_secret(owner: Owner, amqp_url: str) -> dict[str, Any]:
     }
 
 
-def _worker_env(workflow: str, task_type: TaskType, queue: str) -> list[dict[str, Any]]:
+def _worker_env(workflow: str, task_type: TaskType, queue: str,
+                grace: int) -> list[dict[str, Any]]:
     # Ours come after the user's: Kubernetes lets the last duplicate win, so a task type's
     # env cannot point its workers at another queue by accident.
     return [
@@ -101,6 +104,8 @@ def _worker_env(workflow: str, task_type: TaskType, queue: str) -> list[dict[str
         {"name": "CONVEYOR_QUEUE", "value": queue},
         {"name": "CONVEYOR_TASK_TYPE", "value": task_type.name},
         {"name": "CONVEYOR_CONCURRENCY", "value": str(task_type.concurrency)},
+        # The worker drains within this, a margin before the kubelet's SIGKILL.
+        {"name": "CONVEYOR_GRACE_SECONDS", "value": str(max(1, grace - GRACE_DRAIN_MARGIN))},
         {"name": "CONVEYOR_WORKER_NAME", "valueFrom": {"fieldRef": {
             "fieldPath": "metadata.name"}}},
         {"name": "CONVEYOR_METRICS_ADDRESS", "valueFrom": {"fieldRef": {
@@ -117,7 +122,8 @@ def worker_deployment(
     container: dict[str, Any] = {
         "name": "worker",
         "image": task_type.image,
-        "env": _worker_env(workflow, task_type, queue),
+        "env": _worker_env(workflow, task_type, queue, grace_seconds(spec, task_type.name)),
+        "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},

@@ -33,6 +33,12 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 TASKS_EXCHANGE: Final = "conveyor.tasks"
 EVENTS_EXCHANGE: Final = "conveyor.events"
 DEAD_LETTER_SUFFIX: Final = ".dead"
+# The operator's own queues on conveyor.events.
+OPERATOR_EVENTS_QUEUE: Final = "conveyor.operator.events"
+"""Worker events (`task.*`) that the operator consumes and applies to run status."""
+TRIGGERS_QUEUE: Final = "conveyor.operator.triggers"
+"""External events that start runs: bound with each Workflow trigger's topic pattern."""
+TASK_EVENTS_PATTERN: Final = "task.*"
 
 # Version of the JSON message bodies (DESIGN.md §3); bumped only on incompatible change.
 MESSAGE_VERSION: Final = 1

@@ -52,6 +52,8 @@ def test_a_worker_deployment_consumes_its_task_types_queue_with_the_spec_setting
         "conveyor.shop.orders.inventory"
     assert env["CONVEYOR_TASK_TYPE"] == "inventory"
     assert env["CONVEYOR_CONCURRENCY"] == "4"
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace == 130 and env["CONVEYOR_GRACE_SECONDS"] == str(grace - 5)
     assert env["MODE"] == "x"
     assert env["CONVEYOR_AMQP_URL"] == {"secretKeyRef": {"name": "conveyor-orders-amqp",
                                                          "key": "url"}}

@@ -11,13 +11,10 @@ from typing import Any, Final, Literal
 
 from conveyor import names
 
-# Operator-side queues on conveyor.events. Not yet in names.py (owned by the core issue);
-# they belong there and move when it takes them.
-OPERATOR_EVENTS_QUEUE: Final = "conveyor.operator.events"
-"""Worker events (`task.*`) that the operator consumes and applies to run status."""
-TRIGGERS_QUEUE: Final = "conveyor.operator.triggers"
-"""External events that start runs: bound with each Workflow trigger's topic pattern."""
-TASK_EVENTS_PATTERN: Final = "task.*"
+# The operator's queues on conveyor.events, named in names.py with the rest of the contract.
+OPERATOR_EVENTS_QUEUE: Final = names.OPERATOR_EVENTS_QUEUE
+TRIGGERS_QUEUE: Final = names.TRIGGERS_QUEUE
+TASK_EVENTS_PATTERN: Final = names.TASK_EVENTS_PATTERN
 
 # Dead letters go through the default exchange straight to `<queue>.dead`: no extra exchange
 # to declare or keep in step, and the dead-letter queue is addressed by its own name.
