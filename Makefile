@@ -87,8 +87,9 @@ lint: venv ## Check style, types and layers: ruff, mypy --strict, import-linter
 	$(VENV)/bin/lint-imports
 
 .PHONY: bench
-bench: venv ## Run the benchmarks in bench/ and print their tables
-	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
+bench: testbed-up ## Run the benchmarks in bench/ (engine, messaging, operator) and print their tables
+	@eval "$$($(TESTBED) env)"; export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) "$$b" || exit 1; done
 
 .PHONY: demo
 demo: testbed-up ## The main job: bring everything up and run the example workflow end to end
