@@ -33,12 +33,16 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 TASKS_EXCHANGE: Final = "conveyor.tasks"
 EVENTS_EXCHANGE: Final = "conveyor.events"
 DEAD_LETTER_SUFFIX: Final = ".dead"
-# The operator's own queues on conveyor.events.
-OPERATOR_EVENTS_QUEUE: Final = "conveyor.operator.events"
-"""Worker events (`task.*`) that the operator consumes and applies to run status."""
-TRIGGERS_QUEUE: Final = "conveyor.operator.triggers"
-"""External events that start runs: bound with each Workflow trigger's topic pattern."""
 TASK_EVENTS_PATTERN: Final = "task.*"
+"""What an operator's events queue binds on conveyor.events: every worker event."""
+
+
+def operator_queue(instance: str, purpose: str) -> str:
+    """A queue of one operator install on conveyor.events, `conveyor.operator.<instance>.<purpose>`
+    with purpose `events` (worker events, `task.*`) or `triggers` (bound with its Workflows'
+    trigger patterns). Each install has queues of its own: the topic exchange copies every
+    event to each, so installs that share a broker each see every event and act on theirs."""
+    return f"conveyor.operator.{instance}.{purpose}"
 
 # Version of the JSON message bodies (DESIGN.md §3); bumped only on incompatible change.
 MESSAGE_VERSION: Final = 1

@@ -11,10 +11,10 @@ from typing import Any, Final, Literal
 
 from conveyor import names
 
-# The operator's queues on conveyor.events, named in names.py with the rest of the contract.
-OPERATOR_EVENTS_QUEUE: Final = names.OPERATOR_EVENTS_QUEUE
-TRIGGERS_QUEUE: Final = names.TRIGGERS_QUEUE
 TASK_EVENTS_PATTERN: Final = names.TASK_EVENTS_PATTERN
+# An operator's queues outlive a restart or an upgrade, but not the install: unused for a week
+# (no consumer), RabbitMQ deletes them, so a removed install leaves no queue filling up.
+OPERATOR_QUEUE_EXPIRES_MS: Final = 7 * 24 * 3600 * 1000
 
 # Dead letters go through the default exchange straight to `<queue>.dead`: no extra exchange
 # to declare or keep in step, and the dead-letter queue is addressed by its own name.
@@ -66,4 +66,4 @@ def dead_letter_queue(queue: str) -> Queue:
 
 def events_queue(name: str) -> Queue:
     """A queue of events the operator consumes; quorum so a broker restart keeps them."""
-    return Queue(name, quorum())
+    return Queue(name, quorum(**{"x-expires": OPERATOR_QUEUE_EXPIRES_MS}))

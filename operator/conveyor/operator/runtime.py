@@ -10,7 +10,7 @@ from aiohttp import web
 
 from conveyor.broker import Admin, Link
 from conveyor.kube import Kube
-from conveyor.messaging.topology import OPERATOR_EVENTS_QUEUE, TASK_EVENTS_PATTERN, TRIGGERS_QUEUE
+from conveyor.names import TASK_EVENTS_PATTERN, operator_queue
 from conveyor.operator.book import WorkflowBook
 from conveyor.operator.health import Health
 from conveyor.operator.metrics import Metrics
@@ -38,7 +38,9 @@ class Runtime:
         self.runs = RunManager(settings, self.kube, self.link, self.book,
                                metrics=self.metrics, on_dispatch=self.pools.dispatched)
         self.reconciler = Reconciler(settings, self.kube, self.book, self.pools, self.runs)
-        self.triggers = TriggerRouter(self.kube, self.book, self.pools, self.trigger_link)
+        self.events_queue = operator_queue(settings.instance, "events")
+        self.triggers = TriggerRouter(self.kube, self.book, self.pools, self.trigger_link,
+                                      operator_queue(settings.instance, "triggers"))
         self.health = Health(self.kube, self.metrics,
                              [("events", lambda: self.link.connected),
                               ("triggers", lambda: self.trigger_link.connected)],
@@ -51,8 +53,8 @@ class Runtime:
 
         def topology(admin: Admin) -> None:
             admin.declare_exchanges()
-            admin.declare_events_queue(OPERATOR_EVENTS_QUEUE, [TASK_EVENTS_PATTERN])
-            admin.declare_events_queue(TRIGGERS_QUEUE, ())
+            admin.declare_events_queue(self.events_queue, [TASK_EVENTS_PATTERN])
+            admin.declare_events_queue(self.triggers.queue, ())
 
         await self.pools.admin_call(topology)
         self.link.start()
@@ -61,14 +63,15 @@ class Runtime:
         for namespace in self.settings.namespaces or (None,):
             existing += await asyncio.to_thread(self.kube.list_custom, "workflowruns",
                                                 namespace)
-        self.runs.start(loop, OPERATOR_EVENTS_QUEUE, existing)
+        self.runs.start(loop, self.events_queue, existing)
         self.triggers.start(loop)
         self._tasks = [loop.create_task(self.pools.run()), loop.create_task(self.health.probe())]
         if self.settings.health_port:
             self._server = await self.health.serve(self.settings.health_address,
                                                    self.settings.health_port)
-        log.info("Operator started broker=%s namespaces=%s", self.settings.broker.masked,
-                 ",".join(self.settings.namespaces) or "all")
+        log.info("Operator started broker=%s namespaces=%s queues=%s,%s",
+                 self.settings.broker.masked, ",".join(self.settings.namespaces) or "all",
+                 self.events_queue, self.triggers.queue)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -37,6 +37,12 @@ class Settings:
     """Seconds between two looks at every pool's backlog for autoscaling and status."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def instance(self) -> str:
+        """This install's name among others on the same broker: its Lease's namespace and
+        name, which its replicas share and other installs do not."""
+        return f"{self.lease_namespace}.{self.leader_lease or 'conveyor-operator'}"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -20,7 +20,6 @@ from conveyor.broker import Admin, Delivery, Link
 from conveyor.children import child_name
 from conveyor.errors import ExpressionError
 from conveyor.kube import Kube, KubeError
-from conveyor.messaging.topology import TRIGGERS_QUEUE
 from conveyor.operator.book import WorkflowBook
 from conveyor.operator.pools import PoolManager
 from conveyor.workflow import match_topic
@@ -47,7 +46,9 @@ def event_id(delivery: Delivery) -> str:
 
 
 class TriggerRouter:
-    def __init__(self, kube: Kube, book: WorkflowBook, pools: PoolManager, link: Link) -> None:
+    def __init__(self, kube: Kube, book: WorkflowBook, pools: PoolManager, link: Link,
+                 queue: str) -> None:
+        self.queue = queue
         self._kube = kube
         self._book = book
         self._pools = pools
@@ -58,7 +59,7 @@ class TriggerRouter:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._link.consume(TRIGGERS_QUEUE, 100, self._from_io_thread)
+        self._link.consume(self.queue, 100, self._from_io_thread)
 
     async def sync_bindings(self) -> None:
         """Bind every pattern some Workflow's triggers use; unbind the ones none uses."""
@@ -69,11 +70,11 @@ class TriggerRouter:
             return
 
         def work(admin: Admin) -> None:
-            admin.declare_events_queue(TRIGGERS_QUEUE, ())
+            admin.declare_events_queue(self.queue, ())
             for pattern in sorted(add):
-                admin.bind(TRIGGERS_QUEUE, pattern)
+                admin.bind(self.queue, pattern)
             for pattern in sorted(remove):
-                admin.unbind(TRIGGERS_QUEUE, pattern)
+                admin.unbind(self.queue, pattern)
 
         await self._pools.admin_call(work)
         self._bound = wanted
