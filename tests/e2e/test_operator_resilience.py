@@ -4,11 +4,13 @@ operator killed with SIGKILL mid-flight resumes every run, applying each result 
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from support.kube import local_testbed_only
 from support.operator import operator_process
@@ -157,3 +159,32 @@ def test_a_second_replica_waits_for_the_lease_and_takes_over_when_the_leader_die
         assert "Leader lease released" in standby.tail()
     finally:
         standby.stop()
+
+
+def test_two_installs_sharing_a_broker_each_run_their_own_workflows(
+    operator, kubectl, cluster, amqp_url, api_client, tmp_path: Path
+):
+    core = client.CoreV1Api(api_client)
+    other = f"t-second-install-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": other}})
+    second = operator_process(cluster, amqp_url, other, tmp_path / "second.log")
+    second.start()
+    try:
+        wf = workflow("shared", [{"name": "t", "type": "work",
+                                  "forEach": "${{ [1, 2, 3, 4, 5, 6, 7, 8] }}",
+                                  "inputs": {"seconds": 0.2, "echo": "${{ item }}"}}])
+        manifests = as_json(wf, run("r1", "shared"))
+        kubectl("apply", "-f", "-", stdin=manifests)
+        kubectl("apply", "-n", other, "-f", "-", stdin=manifests)
+
+        def phases() -> list[str | None]:
+            mine = (_runs(kubectl)[0].get("status") or {}).get("phase")
+            theirs = (json.loads(kubectl("get", "-n", other, "cwr", "r1", "-o", "json"))
+                      .get("status") or {}).get("phase")
+            return [mine, theirs]
+
+        eventually(lambda: phases() == ["Succeeded", "Succeeded"], 120, interval=0.3,
+                   what="both installs to finish their own run")
+    finally:
+        second.stop()
+        core.delete_namespace(other, propagation_policy="Background")
