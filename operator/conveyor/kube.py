@@ -200,15 +200,6 @@ class Kube:
             raise _error(f"replace Lease {namespace}/{name}", error) from error
 
     # -- Conveyor's own resources -------------------------------------------------------------
-    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, names.WORKFLOW_PLURAL, name))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise _error(f"get Workflow {namespace}/{name}", error) from error
-
     def patch_status(self, plural: str, namespace: str, name: str,
                      status: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch `status` of a Workflow or WorkflowRun through the status subresource."""
