@@ -228,9 +228,10 @@ class RunManager:
         return len(self._running[(namespace, workflow)])
 
     def workflow_has_runs(self, namespace: str, workflow: str) -> int:
-        """Runs of the Workflow not yet finished (running, pending or waiting)."""
-        return sum(1 for r in self.runs.values()
-                   if r.ref.namespace == namespace and r.ref.workflow == workflow)
+        """Runs of the Workflow that started on it and have not finished. Runs still waiting
+        for it do not count: they wait for a Workflow of that name, which may come back."""
+        return sum(1 for r in self.runs.values() if r.state is not None
+                   and r.ref.namespace == namespace and r.ref.workflow == workflow)
 
     def in_flight(self) -> dict[tuple[str, str, str], int]:
         """Attempts dispatched and not ended, per (namespace, workflow, task type)."""
