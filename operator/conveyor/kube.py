@@ -52,6 +52,7 @@ def _error(what: str, error: ApiException) -> KubeError:
 @dataclass(frozen=True)
 class DeploymentState:
     name: str
+    workflow: str
     task_type: str
     replicas: int
     ready_replicas: int
@@ -129,6 +130,7 @@ class Kube:
         return [
             DeploymentState(
                 name=d.metadata.name,
+                workflow=(d.metadata.labels or {}).get(names.LABEL_WORKFLOW, ""),
                 task_type=(d.metadata.labels or {}).get(names.LABEL_TASK_TYPE, ""),
                 replicas=int(d.spec.replicas or 0),
                 ready_replicas=int((d.status and d.status.ready_replicas) or 0),

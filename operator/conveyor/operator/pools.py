@@ -222,18 +222,26 @@ class PoolManager:
             })
         return entries
 
-    async def _write_statuses(self) -> None:
-        workflows = {key[:2] for key in self.pools}
-        for namespace, workflow in sorted(workflows):
+    async def _refresh_ready_replicas(self) -> None:
+        """Ready replicas of every pool: one listing per namespace, not one per Workflow."""
+        ready: dict[PoolKey, int] = {}
+        listed: set[str] = set()
+        for namespace in sorted({key[0] for key in self.pools}):
             try:
-                ready = {d.task_type: d.ready_replicas for d in await asyncio.to_thread(
-                    self._kube.list_deployments, namespace, {names.LABEL_WORKFLOW: workflow})}
+                found = await asyncio.to_thread(self._kube.list_deployments, namespace,
+                                                {names.LABEL_MANAGED_BY: names.FIELD_MANAGER})
             except KubeError as error:
-                log.warning("Listing Deployments failed workflow=%s error=%s", workflow, error)
+                log.warning("Listing Deployments failed namespace=%s error=%s", namespace, error)
                 continue
-            for key, pool in self.pools.items():
-                if key[:2] == (namespace, workflow):
-                    pool.ready_replicas = ready.get(key[2], 0)
+            listed.add(namespace)
+            ready.update({(namespace, d.workflow, d.task_type): d.ready_replicas for d in found})
+        for key, pool in self.pools.items():
+            if key[0] in listed:
+                pool.ready_replicas = ready.get(key, 0)
+
+    async def _write_statuses(self) -> None:
+        await self._refresh_ready_replicas()
+        for namespace, workflow in sorted({key[:2] for key in self.pools}):
             figures = self.figures(namespace, workflow)
             if self._written.get((namespace, workflow)) == figures:
                 continue
