@@ -211,13 +211,14 @@ class PoolManager:
     def figures(self, namespace: str, workflow: str) -> list[dict[str, Any]]:
         """`status.taskTypes` of a Workflow from what the pools know."""
         entries = []
+        in_flight = self._in_flight()
         for key, pool in sorted(self.pools.items()):
             if key[:2] != (namespace, workflow):
                 continue
             entries.append({
                 "name": key[2], "queue": pool.queue, "deployment": pool.deployment,
                 "replicas": pool.state.replicas, "readyReplicas": pool.ready_replicas,
-                "backlog": pool.backlog, "inFlight": self._in_flight().get(key, 0),
+                "backlog": pool.backlog, "inFlight": in_flight.get(key, 0),
                 "deadLetters": pool.dead_letters,
             })
         return entries

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from conveyor import engine, names, runstatus
 from conveyor import events as ev
 from conveyor.broker import Delivery, Link
+from conveyor.conditions import set_condition
 from conveyor.errors import ConveyorError, InvalidStatusError
 from conveyor.kube import Kube, KubeError
 from conveyor.messaging.codec import decode_event, encode_task
@@ -38,10 +39,10 @@ from conveyor.operator.flushing import Flusher
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.settings import Settings
 from conveyor.operator.transitions import Post, transitions
+from conveyor.runstate import RUN_TERMINAL
 
 log = logging.getLogger("conveyor.operator.runs")
 
-RUN_TERMINAL = frozenset(("Succeeded", "Failed", "Cancelled"))
 
 
 class RunManager:
@@ -122,7 +123,7 @@ class RunManager:
 
     def forget(self, uid: str) -> None:
         """The WorkflowRun is gone: drop it; its unacked events need nothing more."""
-        run = self.runs.pop(uid, None)
+        run = self.runs.get(uid)
         handle = self._ttl.pop(uid, None)
         if handle:
             handle.cancel()
@@ -134,10 +135,21 @@ class RunManager:
         for delivery in run.acks:
             delivery.ack()
         run.acks.clear()
+        self._drop(run)
+
+    def _drop(self, run: ActiveRun) -> None:
+        """Stop driving a run (finished or deleted): its slot, timer and attempts go."""
+        uid = run.ref.uid
+        self.runs.pop(uid, None)
         if run.timer:
             run.timer.cancel()
         self._leave_slot(run)
         self._count_phases()
+        prefix = f"{uid}/"
+        for attempt in [a for a in self.workers if a.startswith(prefix)]:
+            del self.workers[attempt]
+        for attempt in [a for a in self._started if a.startswith(prefix)]:
+            del self._started[attempt]
 
     async def _activate(self, run: ActiveRun, status: dict[str, Any], cancel: bool) -> None:
         ref = run.ref
@@ -397,52 +409,43 @@ class RunManager:
             except KubeError as error:
                 log.debug("Event not posted run=%s error=%s", ref.name, error)
 
-    async def _write_waiting(self, run: ActiveRun) -> None:
-        """Status of a run that cannot start yet, saying what it waits for."""
-        assert run.waiting is not None
-        reason, message = run.waiting
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        status = {"phase": "Pending", "message": message, "progress": "0/0",
-                  "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": reason,
-                                  "message": message, "lastTransitionTime": stamp}]}
+    async def _write_outside_engine(self, run: ActiveRun, status: dict[str, Any],
+                                    succeeded: str, reason: str, message: str) -> bool:
+        """Write the status of a run the engine does not hold (waiting, or ended before it
+        could start): its phase and message, and the Succeeded condition saying why."""
+        status = {**status, "message": message,
+                  "conditions": set_condition([], "Succeeded", succeeded, reason, message)}
         await self._flusher.bucket.take()
         try:
             await asyncio.to_thread(self._kube.replace_status, "workflowruns",
                                     run.ref.namespace, run.ref.name, status)
         except KubeError as error:
             log.warning("Status write failed run=%s error=%s", run.ref.name, error)
+            return False
+        return True
+
+    async def _write_waiting(self, run: ActiveRun) -> None:
+        """Status of a run that cannot start yet, saying what it waits for."""
+        assert run.waiting is not None
+        reason, message = run.waiting
+        await self._write_outside_engine(run, {"phase": "Pending", "progress": "0/0"},
+                                         "Unknown", reason, message)
         log.info("Run waiting run=%s/%s reason=%s", run.ref.namespace, run.ref.name, reason)
 
     async def _end_unstarted(self, run: ActiveRun, phase: str, reason: str,
                              message: str) -> None:
         """End a run the engine never held: cancelled while waiting, or not rebuildable."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        status = {"phase": phase, "message": message, "finishedAt": stamp,
-                  "conditions": [{"type": "Succeeded", "status": "False", "reason": reason,
-                                  "message": message, "lastTransitionTime": stamp}]}
-        try:
-            await asyncio.to_thread(self._kube.replace_status, "workflowruns",
-                                    run.ref.namespace, run.ref.name, status)
-        except KubeError as error:
-            log.warning("Status write failed run=%s error=%s", run.ref.name, error)
-            return
-        self.forget(run.ref.uid)
+        finished = runstatus.format_time(engine.to_ms(time.time()))
+        if await self._write_outside_engine(run, {"phase": phase, "finishedAt": finished},
+                                            "False", reason, message):
+            self.forget(run.ref.uid)
 
     # -- the end of a run ---------------------------------------------------------------------
     def _finished(self, run: ActiveRun, status: dict[str, Any]) -> None:
         ref = run.ref
         log.info("Run finished run=%s/%s phase=%s", ref.namespace, ref.name, status["phase"])
         self._metrics.runs_finished.labels(status["phase"]).inc()
-        self.runs.pop(ref.uid, None)
-        if run.timer:
-            run.timer.cancel()
-        self._leave_slot(run)
-        self._count_phases()
-        prefix = f"{ref.uid}/"
-        for attempt in [a for a in self.workers if a.startswith(prefix)]:
-            del self.workers[attempt]
-        for attempt in [a for a in self._started if a.startswith(prefix)]:
-            del self._started[attempt]
+        self._drop(run)
         self._schedule_ttl(ref, status.get("finishedAt"))
 
     def _schedule_ttl(self, ref: RunRef, finished_at: str | None) -> None:
