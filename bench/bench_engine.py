@@ -21,9 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conveyor import engine
-from conveyor import events as ev
 from conveyor.models import Task, TaskType, WorkflowSpec
-from conveyor.runstatus import to_status
 from conveyor.workflow import CompiledWorkflow, compile_workflow
 
 T0 = 1_700_000_000.0
@@ -60,17 +58,17 @@ def drive(workflow: CompiledWorkflow, inputs: dict[str, Any]) -> tuple[int, floa
     events = 0
     gc.disable()  # measure the engine, not the collector's pauses
     begin = time.perf_counter()
-    pending = [a for a in engine.apply(run, ev.Start(), now) if isinstance(a, ev.Publish)]
+    pending = [a for a in engine.apply(run, engine.Start(), now) if isinstance(a, engine.Publish)]
     events += 1
     while pending:
         publish = pending.pop()
         now += 0.001
-        engine.apply(run, ev.TaskStarted(publish.attempt_id, "worker-7d9f8"), now)
-        actions = engine.apply(run, ev.TaskSucceeded(publish.attempt_id,
+        engine.apply(run, engine.TaskStarted(publish.attempt_id, "worker-7d9f8"), now)
+        actions = engine.apply(run, engine.TaskSucceeded(publish.attempt_id,
                                                      {"n": publish.index or 0},
                                                      "worker-7d9f8"), now)
         events += 2
-        pending += [a for a in actions if isinstance(a, ev.Publish)]
+        pending += [a for a in actions if isinstance(a, engine.Publish)]
     elapsed = time.perf_counter() - begin
     gc.enable()
     assert run.phase == "Succeeded", run.message
@@ -86,7 +84,7 @@ def measure(name: str, build: Callable[[], tuple[CompiledWorkflow, dict[str, Any
     for _ in range(repeat):
         events, elapsed, run = drive(workflow, inputs)
         rates.append(events / elapsed)
-    status = json.dumps(to_status(run), separators=(",", ":"))
+    status = json.dumps(engine.to_status(run), separators=(",", ":"))
     count = finished(run)
     return [name, f"{events:,}", f"{statistics.median(rates):,.0f}",
             f"{min(rates):,.0f}", f"{len(status):,}", f"{len(status) / count:.1f}"]

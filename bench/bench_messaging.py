@@ -34,9 +34,9 @@ import pika
 
 from conveyor import names
 from conveyor.broker import Admin, Delivery, Link
-from conveyor.messaging.codec import encode_task
-from conveyor.messaging.settings import BrokerSettings
-from conveyor.messaging.topology import events_queue
+from conveyor.broker.codec import encode_task
+from conveyor.broker.settings import BrokerSettings
+from conveyor.broker.topology import events_queue
 from conveyor.models import TaskMessage
 
 NOOP_MODULE = '''

@@ -15,7 +15,7 @@ import pytest
 
 from conveyor import names
 from conveyor.broker import Admin
-from conveyor.messaging.settings import BrokerSettings
+from conveyor.broker.settings import BrokerSettings
 from support.waiting import eventually
 from support.workflows import as_json, run, workflow
 from unit.cli_manifests import CASES, manifest

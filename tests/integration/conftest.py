@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.broker import Admin, Link
-from conveyor.messaging.settings import BrokerSettings
+from conveyor.broker.settings import BrokerSettings
 from integration.helpers import Events, TaskQueue, WorkerProcess
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ from typing import Any
 
 from conveyor import names
 from conveyor.broker import Admin, Delivery, Link
-from conveyor.messaging.codec import decode_event, encode_task
+from conveyor.broker.codec import decode_event, encode_task
 from conveyor.models import TaskEvent, TaskMessage
 from support.waiting import eventually
 

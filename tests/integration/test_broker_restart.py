@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from conveyor import names
-from conveyor.messaging.codec import encode_task
-from conveyor.messaging.confirms import Confirmation
+from conveyor.broker.codec import encode_task
+from conveyor.broker.confirms import Confirmation
 from integration.helpers import drain_queue, wait_consuming
 from support.waiting import eventually
 

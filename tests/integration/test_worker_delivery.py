@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import names
-from conveyor.messaging.codec import DETAIL_HEADER, REASON_HEADER, encode_task
+from conveyor.broker.codec import DETAIL_HEADER, REASON_HEADER, encode_task
 from integration.helpers import TaskQueue, drain_queue, publish_tasks, wait_consuming
 from support.waiting import eventually
 

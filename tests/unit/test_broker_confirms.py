@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from conveyor.messaging.confirms import Confirmation, ConfirmTracker
+from conveyor.broker.confirms import Confirmation, ConfirmTracker
 
 
 def test_tags_count_from_one_and_single_settles_take_one():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.messaging.settings import BrokerSettings, BrokerSettingsError, mask
+from conveyor.broker.settings import BrokerSettings, BrokerSettingsError, mask
 
 URL = "amqp://user:s3cret@rabbit.example:5672/%2Fprod"
 

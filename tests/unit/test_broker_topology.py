@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conveyor import names
-from conveyor.messaging import topology
+from conveyor.broker import topology
 
 
 def test_a_task_queue_is_quorum_bounded_and_dead_letters_to_its_dead_queue():

@@ -1,13 +1,13 @@
 """The chart grants the operator exactly what its code uses: no verb less, no verb more.
 
 The rules are derived from the source, not copied from the chart:
-- `conveyor.kube.Kube` is the only place the operator calls the API server itself. Each of its
-  methods calls a generated client method, `<verb>_[namespaced_|cluster_]<resource>`, on an
+- `conveyor.kube.client.Kube` is the only place the operator calls the API server itself. Each
+  of its methods calls a generated client method, `<verb>_[namespaced_|cluster_]<resource>`, on an
   API attribute (`apps`, `core`, `coordination`, `custom`); custom-object calls name their
   plural (a `names` constant, or a `plural` parameter that its callers pass as a literal). A
   server-side apply (`_content_type=APPLY`) also needs `create`: it creates what is missing.
 - Only the `Kube` methods that the operator's modules call count (through `kube.<method>`,
-  directly or via `asyncio.to_thread`).
+  directly, through the async facade `conveyor.kube.facade`, or via `asyncio.to_thread`).
 - kopf watches (list, watch) and patches (finalizers, progress annotations) every resource its
   handlers name (`handlers.py`), and discovers resources by listing and watching CRDs, and
   namespaces when it watches a list of namespaces (kopf/_core/reactor/observation.py).
@@ -55,7 +55,7 @@ def _constant(node: ast.expr) -> str | None:
 
 def kube_methods() -> dict[str, tuple[list[str], list[tuple[str, str, str | None]]]]:
     """Kube method -> (its parameters, [(apiGroup, resource or '{plural}', verb)])."""
-    tree = ast.parse((PACKAGE / "kube.py").read_text())
+    tree = ast.parse((PACKAGE / "kube" / "client.py").read_text())
     [kube] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Kube"]
     methods = {}
     for fn in kube.body:
@@ -98,7 +98,7 @@ def kube_methods() -> dict[str, tuple[list[str], list[tuple[str, str, str | None
 def _operator_modules() -> list[Path]:
     """The modules of the operator process: not the adapter itself, not the CLI."""
     return [p for p in PACKAGE.rglob("*.py")
-            if p.name != "kube.py" and "cli" not in p.relative_to(PACKAGE).parts]
+            if not {"kube", "cli"} & set(p.relative_to(PACKAGE).parts)]
 
 
 def operator_rules() -> set[Rule]:

@@ -5,8 +5,9 @@ import pytest
 from conveyor.cli import graph
 from conveyor.cli.common import USAGE, CliError, parse_input, read_inputs
 from conveyor.cli.render import duration, table
-from conveyor.cli.submit import reusable, run_manifest
+from conveyor.cli.submit import reusable
 from conveyor.cli.watch import Graph, frame, paint
+from conveyor.manifests import run_manifest
 
 SPEC = {
     "taskTypes": [{"name": "work", "image": "x"}],

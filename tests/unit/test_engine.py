@@ -3,7 +3,6 @@
 import pytest
 
 from conveyor import engine
-from conveyor import events as ev
 from conveyor.models import WorkflowRunStatus
 from unit.builders import compiled, task
 from unit.driving import T0, Driver
@@ -16,9 +15,9 @@ def phases(d: Driver) -> dict[str, str]:
 def test_run_waits_pending_until_started() -> None:
     d = Driver(compiled(task("a")))
     assert d.status()["phase"] == "Pending"
-    assert d.apply(ev.TaskSucceeded("run-1/a/1")) == []
+    assert d.apply(engine.TaskSucceeded("run-1/a/1")) == []
     actions = d.start()
-    assert actions[0] == ev.EmitRunEvent("Running")
+    assert actions[0] == engine.EmitRunEvent("Running")
     assert d.ids() == ["run-1/a/1"]
     assert d.start() == []  # a second Start is a duplicate
 
@@ -94,7 +93,7 @@ def test_retries_back_off_exponentially_with_a_cap() -> None:
     d = Driver(compiled(task("a", retry=retry)))
     d.start()
     actions = d.fail("run-1/a/1")
-    assert ev.SetTimer(T0 + 1) in actions
+    assert engine.SetTimer(T0 + 1) in actions
     assert d.task("a")["phase"] == "Retrying"
     assert d.task("a")["nextAttemptAt"] == "2023-11-14T22:13:21Z"
     assert d.advance(0.999) == []  # not due yet
@@ -143,10 +142,10 @@ def test_stale_duplicate_and_foreign_events_change_nothing() -> None:
     d.fail("run-1/a/1")
     d.advance(1)
     before = d.status()
-    for event in [ev.TaskSucceeded("run-1/a/1"), ev.TaskStarted("run-1/a/1"),
-                  ev.TaskSucceeded("other-run/a/1"), ev.TaskSucceeded("run-1/zzz/2"),
-                  ev.TaskSucceeded("run-1/a[0]/2"), ev.TaskSucceeded("garbage"),
-                  ev.TaskSucceeded("run-1/a/3")]:
+    for event in [engine.TaskSucceeded("run-1/a/1"), engine.TaskStarted("run-1/a/1"),
+                  engine.TaskSucceeded("other-run/a/1"), engine.TaskSucceeded("run-1/zzz/2"),
+                  engine.TaskSucceeded("run-1/a[0]/2"), engine.TaskSucceeded("garbage"),
+                  engine.TaskSucceeded("run-1/a/3")]:
         assert d.apply(event) == []
     assert d.status() == before
     d.succeed("run-1/a/2", {"ok": 1})
@@ -158,9 +157,9 @@ def test_stale_duplicate_and_foreign_events_change_nothing() -> None:
 def test_heartbeat_counts_as_start_only_when_the_start_was_missed() -> None:
     d = Driver(compiled(task("a")))
     d.start()
-    assert d.apply(ev.TaskHeartbeat("run-1/a/1", "w")) != []
+    assert d.apply(engine.TaskHeartbeat("run-1/a/1", "w")) != []
     assert d.task("a")["phase"] == "Running"
-    assert d.apply(ev.TaskHeartbeat("run-1/a/1", "w")) == []
+    assert d.apply(engine.TaskHeartbeat("run-1/a/1", "w")) == []
 
 
 def test_for_each_respects_max_parallel_and_keeps_item_order() -> None:
@@ -247,7 +246,7 @@ def test_run_outputs_are_evaluated_on_success() -> None:
     d = Driver(compiled(task("charge"), outputs={"receipt": "${{ tasks.charge.outputs.id }}"}))
     d.start()
     actions = d.succeed("run-1/charge/1", {"id": "r-1"})
-    assert ev.EmitRunEvent("Succeeded", None, {"receipt": "r-1"}) in actions
+    assert engine.EmitRunEvent("Succeeded", None, {"receipt": "r-1"}) in actions
     status = d.status()
     assert status["outputs"] == {"receipt": "r-1"}
     assert status["progress"] == "1/1"
@@ -278,7 +277,7 @@ def test_deadline_fails_the_run_and_cancels_what_is_left() -> None:
     d.advance(59.999)
     assert d.status()["phase"] == "Running"
     actions = d.advance(0.001)
-    assert ev.EmitRunEvent("Failed", "run exceeded its deadline of 60s") in actions
+    assert engine.EmitRunEvent("Failed", "run exceeded its deadline of 60s") in actions
     assert phases(d) == {"a": "Cancelled", "f": "Cancelled"}
     assert d.succeed("run-1/a/1") == []
 
@@ -286,18 +285,18 @@ def test_deadline_fails_the_run_and_cancels_what_is_left() -> None:
 def test_cancel_abandons_queued_attempts_and_ignores_late_results() -> None:
     d = Driver(compiled(task("a"), task("b", "a")))
     d.start()
-    d.apply(ev.Cancel())
+    d.apply(engine.Cancel())
     status = d.status()
     assert status["phase"] == "Cancelled"
     assert phases(d) == {"a": "Cancelled", "b": "Cancelled"}
     assert d.succeed("run-1/a/1") == []
-    assert d.apply(ev.Cancel()) == []
-    assert d.apply(ev.Tick()) == []
+    assert d.apply(engine.Cancel()) == []
+    assert d.apply(engine.Tick()) == []
 
 
 def test_cancel_a_pending_run() -> None:
     d = Driver(compiled(task("a")))
-    d.apply(ev.Cancel())
+    d.apply(engine.Cancel())
     assert d.status()["phase"] == "Cancelled"
     assert d.start() == []
 
@@ -317,13 +316,14 @@ def test_a_rebuilt_run_continues_as_the_original(restart_after: int) -> None:
                   task("fan", "a", forEach="${{ tasks.a.outputs.xs }}", maxParallel=2,
                        retry={"limit": 1}),
                   final=[task("f")], deadlineSeconds=3600)
-    script: list[tuple[float, ev.Event]] = [
-        (0, ev.Start()), (0, ev.TaskStarted("run-1/a/1")), (11, ev.Tick()),
-        (2, ev.Tick()), (0, ev.TaskSucceeded("run-1/a/2", {"xs": [1, 2, 3]})),
-        (0, ev.TaskFailed("run-1/fan[1]/1", "flaky")), (1, ev.Tick()),
-        (0, ev.TaskSucceeded("run-1/fan[0]/1", {"i": 0})),
-        (0, ev.TaskSucceeded("run-1/fan[1]/2", {"i": 1})),
-        (0, ev.TaskSucceeded("run-1/fan[2]/1", {"i": 2})), (0, ev.TaskSucceeded("run-1/f/1")),
+    script: list[tuple[float, engine.Signal]] = [
+        (0, engine.Start()), (0, engine.TaskStarted("run-1/a/1")), (11, engine.Tick()),
+        (2, engine.Tick()), (0, engine.TaskSucceeded("run-1/a/2", {"xs": [1, 2, 3]})),
+        (0, engine.TaskFailed("run-1/fan[1]/1", "flaky")), (1, engine.Tick()),
+        (0, engine.TaskSucceeded("run-1/fan[0]/1", {"i": 0})),
+        (0, engine.TaskSucceeded("run-1/fan[1]/2", {"i": 1})),
+        (0, engine.TaskSucceeded("run-1/fan[2]/1", {"i": 2})),
+        (0, engine.TaskSucceeded("run-1/f/1")),
     ]
     original, rebuilt = Driver(wf), Driver(wf)
     for step, (delay, event) in enumerate(script):
@@ -333,7 +333,7 @@ def test_a_rebuilt_run_continues_as_the_original(restart_after: int) -> None:
             d.apply(event)
             if d is rebuilt and step == restart_after:
                 d.rebuild()
-                d.apply(ev.Tick())
+                d.apply(engine.Tick())
         assert rebuilt.status() == original.status(), step
         assert rebuilt.published == original.published or step == restart_after
     assert original.status()["phase"] == "Succeeded"

@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conveyor import events as ev
-from conveyor.runstate import RUN_TERMINAL, TERMINAL
+from conveyor import engine
+from conveyor.engine import RUN_TERMINAL, TERMINAL
 from conveyor.workflow import CompiledWorkflow
 from unit.builders import compiled
 from unit.driving import Driver
@@ -56,11 +56,11 @@ def workflows(draw: st.DrawFn) -> CompiledWorkflow:
                     **{k: v for k, v in extra.items() if v is not None})
 
 
-def check_publishes_respect_dependencies(d: Driver, actions: list[ev.Action]) -> None:
+def check_publishes_respect_dependencies(d: Driver, actions: list[engine.Action]) -> None:
     status = {t["name"]: t for t in d.status()["tasks"]}
     workflow = d.workflow
     for action in actions:
-        if not isinstance(action, ev.Publish):
+        if not isinstance(action, engine.Publish):
             continue
         spec = workflow.by_name[action.task]
         for dep in spec.depends_on:
@@ -73,7 +73,7 @@ def check_publishes_respect_dependencies(d: Driver, actions: list[ev.Action]) ->
                        for t in workflow.tasks[: workflow.main_count])
 
 
-def step(original: Driver, twin: Driver, event: ev.Event, seen: list[ev.Event]) -> None:
+def step(original: Driver, twin: Driver, event: engine.Signal, seen: list[engine.Signal]) -> None:
     """Apply one event to both runs and check every property that holds after it."""
     a = original.apply(event)
     b = twin.apply(event)
@@ -85,12 +85,12 @@ def step(original: Driver, twin: Driver, event: ev.Event, seen: list[ev.Event]) 
     assert original.apply(event) == [], event
     assert original.status() == status
     twin.apply(event)
-    if not isinstance(event, ev.Tick | ev.Start | ev.Cancel):
+    if not isinstance(event, engine.Tick | engine.Start | engine.Cancel):
         seen.append(event)
 
 
 def draw_event(data: st.DataObject, original: Driver, twin: Driver,
-               seen: list[ev.Event]) -> ev.Event | None:
+               seen: list[engine.Signal]) -> engine.Signal | None:
     """A random event to apply to both runs; None when the draw did its work itself."""
     ids = original.ids()
     choice = data.draw(st.sampled_from(
@@ -110,42 +110,42 @@ def draw_event(data: st.DataObject, original: Driver, twin: Driver,
         delay = data.draw(st.sampled_from([0, 0.5, 1, 2, 5, 30, 100]))
         original.now += delay
         twin.now += delay
-        return ev.Tick()
+        return engine.Tick()
     if choice == "cancel":
-        return ev.Cancel() if data.draw(st.integers(0, 5)) == 0 else None
+        return engine.Cancel() if data.draw(st.integers(0, 5)) == 0 else None
     if not ids:
         return None
     target = data.draw(st.sampled_from(ids))
     if choice == "stale":  # an attempt the engine never dispatched
         uid, where, attempt = target.split("/")
-        return ev.TaskSucceeded(f"{uid}/{where}/{int(attempt) + 5}", {})
+        return engine.TaskSucceeded(f"{uid}/{where}/{int(attempt) + 5}", {})
     if choice == "succeed":
-        return ev.TaskSucceeded(target, {"by": target}, "w1")
+        return engine.TaskSucceeded(target, {"by": target}, "w1")
     if choice == "fail":
-        return ev.TaskFailed(target, "boom", data.draw(st.booleans()), "w1")
+        return engine.TaskFailed(target, "boom", data.draw(st.booleans()), "w1")
     if choice == "start":
-        return ev.TaskStarted(target, "w1")
-    return ev.TaskHeartbeat(target, "w1")
+        return engine.TaskStarted(target, "w1")
+    return engine.TaskHeartbeat(target, "w1")
 
 
-def drive_to_end(original: Driver, twin: Driver, seen: list[ev.Event]) -> None:
+def drive_to_end(original: Driver, twin: Driver, seen: list[engine.Signal]) -> None:
     """Finish whatever is in flight and let timers fire, until the run ends."""
     for _ in range(200):
         if original.run.phase in RUN_TERMINAL:
             return
         for attempt_id in dict.fromkeys(p.attempt_id for p in original.published):
-            step(original, twin, ev.TaskSucceeded(attempt_id, {}, "w1"), seen)
+            step(original, twin, engine.TaskSucceeded(attempt_id, {}, "w1"), seen)
         original.now += 1000
         twin.now += 1000
-        step(original, twin, ev.Tick(), seen)
+        step(original, twin, engine.Tick(), seen)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workflow=workflows(), data=st.data())
 def test_random_runs_keep_every_promise(workflow: CompiledWorkflow, data: st.DataObject) -> None:
     original, twin = Driver(workflow), Driver(workflow)
-    seen: list[ev.Event] = []
-    step(original, twin, ev.Start(), seen)
+    seen: list[engine.Signal] = []
+    step(original, twin, engine.Start(), seen)
     for _ in range(data.draw(st.integers(0, 60), label="steps")):
         event = draw_event(data, original, twin, seen)
         if event is not None:
@@ -158,9 +158,9 @@ def test_random_runs_keep_every_promise(workflow: CompiledWorkflow, data: st.Dat
     total = len(status["tasks"])
     assert status["progress"] == f"{total}/{total}"
     ended = [a for a in original.actions
-             if isinstance(a, ev.EmitRunEvent) and a.phase in RUN_TERMINAL]
+             if isinstance(a, engine.EmitRunEvent) and a.phase in RUN_TERMINAL]
     assert len(ended) == 1 and ended[0].phase == status["phase"]
     # A finished run ignores everything.
-    for event in [*seen, ev.Tick(), ev.Cancel(), ev.Start()]:
+    for event in [*seen, engine.Tick(), engine.Cancel(), engine.Start()]:
         assert original.apply(event) == []
     assert original.status() == status

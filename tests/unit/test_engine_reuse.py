@@ -2,8 +2,6 @@
 starts, are never dispatched, and their dependents see their outputs."""
 
 from conveyor import engine
-from conveyor import events as ev
-from conveyor.runstatus import from_status, to_status
 from unit.builders import compiled, task
 from unit.driving import T0, Driver
 
@@ -65,7 +63,7 @@ def test_a_run_wholly_reused_without_finally_succeeds_on_start() -> None:
     actions = d.start()
     assert d.ids() == []
     assert d.status()["phase"] == "Succeeded" and d.status()["outputs"] == {"n": 3}
-    assert ev.EmitRunEvent("Succeeded", None, {"n": 3}) in actions
+    assert engine.EmitRunEvent("Succeeded", None, {"n": 3}) in actions
 
 
 def test_unknown_names_and_a_foreach_without_a_list_are_ignored() -> None:
@@ -80,8 +78,8 @@ def test_a_seeded_run_round_trips_through_its_status_and_resumes_the_same() -> N
                   final=[task("f")])
     d = seeded(wf, {"a": {"n": 1}, "fan": [1, 2]})
     status = d.status()
-    rebuilt = from_status(wf, "run-1", {}, status)
-    assert to_status(rebuilt) == to_status(d.run)
+    rebuilt = engine.from_status(wf, "run-1", {}, status)
+    assert engine.to_status(rebuilt) == engine.to_status(d.run)
     d.run = rebuilt
     d.start()
     assert d.ids() == ["run-1/c/1"]

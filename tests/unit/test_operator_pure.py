@@ -6,7 +6,7 @@ import pytest
 
 from conveyor.errors import ConveyorError
 from conveyor.operator.settings import load
-from conveyor.operator.transitions import transitions
+from conveyor.operator.runs.kube_events import transitions
 from conveyor.operator.triggers import run_name
 
 URL = "amqp://u:secret@broker:5672/%2F"

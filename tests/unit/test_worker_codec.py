@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conveyor.messaging.codec import (
+from conveyor.broker.codec import (
     MalformedMessageError,
     decode_event,
     decode_task,

@@ -13,12 +13,13 @@ import json
 import os
 from typing import Any
 
-from conveyor import broker, names
+from conveyor import names
+from conveyor.broker import BrokerError, oneshot
+from conveyor.broker.codec import DETAIL_HEADER, REASON_HEADER
+from conveyor.broker.settings import URL_ENV, BrokerSettings, BrokerSettingsError
 from conveyor.cli.common import BROKER, NOT_FOUND, OK, USAGE, CliError, Cluster, kube_failed
 from conveyor.cli.render import dump, plain, table
 from conveyor.kube import KubeError
-from conveyor.messaging.codec import DETAIL_HEADER, REASON_HEADER
-from conveyor.messaging.settings import URL_ENV, BrokerSettings, BrokerSettingsError
 
 
 def broker_settings(args: argparse.Namespace) -> BrokerSettings:
@@ -50,7 +51,7 @@ def _workflow_of(args: argparse.Namespace, cluster: Cluster) -> str:
     return str(having[0])
 
 
-def describe(message: broker.PeekedMessage) -> dict[str, Any]:
+def describe(message: oneshot.PeekedMessage) -> dict[str, Any]:
     """What a person wants of a dead letter: why it died, how often, and what task it was."""
     headers = plain(message.headers)
     deaths = headers.get("x-death") or []
@@ -73,7 +74,7 @@ def describe(message: broker.PeekedMessage) -> dict[str, Any]:
 def _call(what: str, operation: Any) -> Any:
     try:
         return operation()
-    except broker.BrokerError as error:
+    except BrokerError as error:
         raise CliError(f"{what}: {error}", BROKER) from error
 
 
@@ -81,7 +82,7 @@ def run_list(args: argparse.Namespace, cluster: Cluster) -> int:
     queue = names.queue_name(cluster.namespace, _workflow_of(args, cluster), args.task_type)
     dead = names.dead_letter_queue(queue)
     settings = broker_settings(args)
-    found = _call(f"read {dead}", lambda: broker.peek_queue(settings, dead, args.limit))
+    found = _call(f"read {dead}", lambda: oneshot.peek_queue(settings, dead, args.limit))
     if found is None:
         raise CliError(f"no dead-letter queue {dead} (is the Workflow provisioned?)",
                        NOT_FOUND)
@@ -102,7 +103,7 @@ def run_replay(args: argparse.Namespace, cluster: Cluster) -> int:
     queue = names.queue_name(cluster.namespace, _workflow_of(args, cluster), args.task_type)
     dead = names.dead_letter_queue(queue)
     settings = broker_settings(args)
-    moved = _call(f"replay {dead}", lambda: broker.move_messages(
+    moved = _call(f"replay {dead}", lambda: oneshot.move_messages(
         settings, dead, names.TASKS_EXCHANGE, queue, args.limit))
     if moved is None:
         raise CliError(f"no dead-letter queue {dead} (is the Workflow provisioned?)",

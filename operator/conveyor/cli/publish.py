@@ -8,7 +8,8 @@ import json
 import uuid
 from typing import Any
 
-from conveyor import broker, names
+from conveyor import names
+from conveyor.broker import BrokerError, UnroutableError, oneshot
 from conveyor.cli.common import BROKER, FAILED, OK, USAGE, CliError
 from conveyor.cli.dlq import broker_settings
 
@@ -22,13 +23,13 @@ def run_publish(args: argparse.Namespace, _cluster: object) -> int:
     message_id = args.id or uuid.uuid4().hex
     settings = broker_settings(args)
     try:
-        broker.publish_confirmed(settings, names.EVENTS_EXCHANGE, args.event,
+        oneshot.publish_confirmed(settings, names.EVENTS_EXCHANGE, args.event,
                                  json.dumps(body).encode(), message_id=message_id)
-    except broker.UnroutableError as error:
+    except UnroutableError as error:
         raise CliError(f"event {args.event!r} was not delivered: no queue is bound for it "
                        "(no Workflow trigger matches it, or the operator is not running)",
                        FAILED) from error
-    except broker.BrokerError as error:
+    except BrokerError as error:
         raise CliError(str(error), BROKER) from error
     print(f"published {args.event} id={message_id}")
     return OK

@@ -14,25 +14,10 @@ from conveyor.cli.render import dump
 from conveyor.cli.runs import fetch
 from conveyor.cli.watch import TERMINAL_RUN, follow
 from conveyor.kube import KubeError
+from conveyor.manifests import run_manifest
 
 # Where a retried run came from: for people and tools; the operator does not read it.
 RETRY_OF_ANNOTATION = f"{names.GROUP}/retry-of"
-
-
-def run_manifest(workflow: str, inputs: Mapping[str, Any], *, name: str | None,
-                 generate_name: str | None, reuse: Mapping[str, Any] | None = None,
-                 annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A WorkflowRun; without a name, the API server makes one from `generate_name`."""
-    metadata: dict[str, Any] = (
-        {"name": name} if name else {"generateName": generate_name or f"{workflow}-"}
-    )
-    if annotations:
-        metadata["annotations"] = dict(annotations)
-    spec: dict[str, Any] = {"workflowRef": {"name": workflow}, "inputs": dict(inputs)}
-    if reuse:
-        spec["reuse"] = dict(reuse)
-    return {"apiVersion": names.API_VERSION, "kind": names.RUN_KIND, "metadata": metadata,
-            "spec": spec}
 
 
 def reusable(status: Mapping[str, Any], workflow_spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     @kopf.on.event(*WORKFLOWS, registry=registry)
     async def workflow_seen(type: str, body: Any, memo: Any, **_: Any) -> None:
         if type != "DELETED" and body:
-            _runtime(memo).book.observe(raw(body))
+            _runtime(memo).workflows.observe(raw(body))
 
     @kopf.on.resume(*WORKFLOWS, registry=registry)
     @kopf.on.create(*WORKFLOWS, registry=registry)

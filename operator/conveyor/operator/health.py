@@ -18,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiohttp import web
 
-from conveyor.kube import Kube, KubeError
+from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
+from conveyor.operator.seams import KubeApi
 
 log = logging.getLogger("conveyor.operator.health")
 
@@ -52,7 +53,9 @@ def standby_server(address: str, port: int) -> ThreadingHTTPServer:
 
 @dataclass
 class Health:
-    kube: Kube
+    """What `/healthz` answers, from an API probe and the broker links' states."""
+
+    kube: KubeApi
     metrics: Metrics
     links: Sequence[tuple[str, Callable[[], bool]]]
     namespace: str | None = None  # where the probe lists Workflows; None: cluster-wide
@@ -76,8 +79,7 @@ class Health:
     async def probe(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(self.kube.list_custom, "workflows", self.namespace,
-                                        1)
+                await self.kube.list_custom("workflows", self.namespace, 1)
                 self.api_ok_at = time.monotonic()
             except KubeError as error:
                 log.warning("API probe failed error=%s", error)

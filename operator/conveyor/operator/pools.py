@@ -21,10 +21,10 @@ from typing import Any
 from conveyor import names, scaling
 from conveyor.broker import Admin, BrokerError, QueueStats
 from conveyor.children import deployment_name, selector_labels
-from conveyor.kube import Kube, KubeError
+from conveyor.kube import KubeError
 from conveyor.models import Scaling
-from conveyor.operator.book import WorkflowBook
 from conveyor.operator.metrics import Metrics
+from conveyor.operator.seams import KubeApi
 from conveyor.operator.settings import Settings
 
 log = logging.getLogger("conveyor.operator.pools")
@@ -53,12 +53,13 @@ class Pool:
 
 
 class PoolManager:
-    def __init__(self, settings: Settings, kube: Kube, book: WorkflowBook, *, metrics: Metrics,
+    """The worker pools of every Workflow: their figures, their scaling, their admin link."""
+
+    def __init__(self, settings: Settings, kube: KubeApi, *, metrics: Metrics,
                  in_flight: Callable[[], dict[PoolKey, int]],
                  workers: Callable[[], dict[str, str]]) -> None:
         self._settings = settings
         self._kube = kube
-        self._book = book
         self._metrics = metrics
         self._in_flight = in_flight
         self._workers = workers  # attempt id -> pod
@@ -144,18 +145,15 @@ class PoolManager:
         namespace = pool.key[0]
         if replicas < pool.state.replicas:
             await self._mark_busy_pods(pool)
-        await asyncio.to_thread(self._kube.scale_deployment, namespace, pool.deployment,
-                                replicas)
+        await self._kube.scale_deployment(namespace, pool.deployment, replicas)
 
     async def _mark_busy_pods(self, pool: Pool) -> None:
         """Give busy pods a high deletion cost so the ReplicaSet removes idle ones first."""
         namespace, workflow, task_type = pool.key
-        pods = await asyncio.to_thread(self._kube.list_pods, namespace,
-                                       selector_labels(workflow, task_type))
+        pods = await self._kube.list_pods(namespace, selector_labels(workflow, task_type))
         held = Counter(self._workers().values())
         for pod, cost in scaling.pod_deletion_costs(pods, held).items():
-            await asyncio.to_thread(self._kube.annotate_pod, namespace, pod,
-                                    {DELETION_COST: str(cost)})
+            await self._kube.annotate_pod(namespace, pod, {DELETION_COST: str(cost)})
 
     async def _refresh_broker_figures(self, keys: set[PoolKey]) -> None:
         async with self._admin_lock:
@@ -229,8 +227,8 @@ class PoolManager:
         listed: set[str] = set()
         for namespace in sorted({key[0] for key in self.pools}):
             try:
-                found = await asyncio.to_thread(self._kube.list_deployments, namespace,
-                                                {names.LABEL_MANAGED_BY: names.FIELD_MANAGER})
+                found = await self._kube.list_deployments(
+                    namespace, {names.LABEL_MANAGED_BY: names.FIELD_MANAGER})
             except KubeError as error:
                 log.warning("Listing Deployments failed namespace=%s error=%s", namespace, error)
                 continue
@@ -247,8 +245,8 @@ class PoolManager:
             if self._written.get((namespace, workflow)) == figures:
                 continue
             try:
-                await asyncio.to_thread(self._kube.patch_status, "workflows", namespace,
-                                        workflow, {"taskTypes": figures})
+                await self._kube.patch_status("workflows", namespace, workflow,
+                                              {"taskTypes": figures})
             except KubeError as error:
                 if not error.not_found:
                     log.warning("Workflow status write failed workflow=%s error=%s",

@@ -7,7 +7,6 @@ the queues.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +15,12 @@ from conveyor import names
 from conveyor.broker import Admin
 from conveyor.children import amqp_secret, worker_deployment
 from conveyor.conditions import set_condition
-from conveyor.kube import Kube
 from conveyor.models import WorkflowSpec
-from conveyor.operator.book import Entry, WorkflowBook
 from conveyor.operator.pools import PoolManager
 from conveyor.operator.runs import RunManager
+from conveyor.operator.seams import KubeApi
 from conveyor.operator.settings import Settings
+from conveyor.operator.workflows import WorkflowEntry, Workflows
 
 log = logging.getLogger("conveyor.operator.reconcile")
 
@@ -36,14 +35,16 @@ class Retry(Exception):  # noqa: N818 - a signal to the handler, not an error
 
 @dataclass
 class Reconciler:
+    """Provisions each Workflow's queues and worker pools, and takes them down on deletion."""
+
     settings: Settings
-    kube: Kube
-    book: WorkflowBook
+    kube: KubeApi
+    workflows: Workflows
     pools: PoolManager
     runs: RunManager
 
     async def reconcile(self, body: dict[str, Any]) -> None:
-        entry = self.book.observe(body)
+        entry = self.workflows.observe(body)
         owner = entry.owner
         status = dict(body.get("status") or {})
         if entry.compiled is None:
@@ -62,19 +63,18 @@ class Reconciler:
                 admin.declare_task_queue(queue, limit)
 
         await self.pools.admin_call(declare)
-        await asyncio.to_thread(self.kube.apply_secret,
-                                amqp_secret(owner, self.settings.broker.url))
-        existing = {d.task_type: d for d in await asyncio.to_thread(
-            self.kube.list_deployments, owner.namespace, {names.LABEL_WORKFLOW: owner.name})}
+        await self.kube.apply_secret(amqp_secret(owner, self.settings.broker.url))
+        existing = {d.task_type: d for d in await self.kube.list_deployments(
+            owner.namespace, {names.LABEL_WORKFLOW: owner.name})}
         for task_type in spec.task_types:
             current = existing.get(task_type.name)
             replicas = self.pools.register(owner.namespace, owner.name, task_type.name,
                                            task_type.scaling,
                                            current.replicas if current else None)
-            await asyncio.to_thread(self.kube.apply_deployment,
-                                    worker_deployment(owner, spec, task_type, replicas))
+            await self.kube.apply_deployment(worker_deployment(owner, spec, task_type,
+                                                               replicas))
         await self._prune(entry, spec, existing)
-        self.book.provisioned(owner.namespace, owner.name, entry.generation)
+        self.workflows.provisioned(owner.namespace, owner.name, entry.generation)
         message = f"{len(spec.task_types)} worker pools provisioned"
         changed = await self._write_status(entry, status, "True", "Provisioned", message)
         if changed:
@@ -82,15 +82,15 @@ class Reconciler:
             log.info("Workflow reconciled workflow=%s/%s generation=%d", owner.namespace,
                      owner.name, entry.generation)
 
-    async def _prune(self, entry: Entry, spec: WorkflowSpec, existing: dict[str, Any]) -> None:
+    async def _prune(self, entry: WorkflowEntry, spec: WorkflowSpec,
+                     existing: dict[str, Any]) -> None:
         """Remove pools an edit dropped, unless unfinished runs still need them."""
         owner = entry.owner
         keep = {t.name for t in spec.task_types}
         keep |= self.runs.pinned_task_types(owner.namespace, owner.name)
         dropped = [t for t in existing if t not in keep]
         for task_type in dropped:
-            await asyncio.to_thread(self.kube.delete_deployment, owner.namespace,
-                                    existing[task_type].name)
+            await self.kube.delete_deployment(owner.namespace, existing[task_type].name)
             self.pools.unregister(owner.namespace, owner.name, task_type)
             queue = names.queue_name(owner.namespace, owner.name, task_type)
 
@@ -105,7 +105,7 @@ class Reconciler:
         """Delete the Workflow's pools and queues once no run needs them; Retry until then."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        entry = self.book.observe(body)
+        entry = self.workflows.observe(body)
         active = self.runs.workflow_has_runs(namespace, name)
         if active:
             message = f"deletion waits for {active} unfinished runs"
@@ -114,12 +114,10 @@ class Reconciler:
             await self._event(entry, "Normal", "DeletionWaiting", message)
             raise Retry(message, delay=3)
         labels = {names.LABEL_WORKFLOW: name}
-        for deployment in await asyncio.to_thread(self.kube.list_deployments, namespace,
-                                                  labels):
-            await asyncio.to_thread(self.kube.delete_deployment, namespace, deployment.name)
-        remaining = await asyncio.to_thread(self.kube.list_pods, namespace, labels)
-        remaining += [d.name for d in await asyncio.to_thread(self.kube.list_deployments,
-                                                              namespace, labels)]
+        for deployment in await self.kube.list_deployments(namespace, labels):
+            await self.kube.delete_deployment(namespace, deployment.name)
+        remaining = await self.kube.list_pods(namespace, labels)
+        remaining += [d.name for d in await self.kube.list_deployments(namespace, labels)]
         if remaining:
             raise Retry(f"waiting for {len(remaining)} worker pods and Deployments to go",
                         delay=2)
@@ -133,10 +131,10 @@ class Reconciler:
 
         await self.pools.admin_call(delete)
         self.pools.unregister(namespace, name)
-        self.book.forget(namespace, name)
+        self.workflows.forget(namespace, name)
         log.info("Workflow finalized workflow=%s/%s queues=%d", namespace, name, len(queues))
 
-    async def _write_status(self, entry: Entry, status: dict[str, Any], ready: str,
+    async def _write_status(self, entry: WorkflowEntry, status: dict[str, Any], ready: str,
                             reason: str, message: str) -> bool:
         owner = entry.owner
         conditions = set_condition(status.get("conditions") or [], "Ready", ready, reason,
@@ -151,12 +149,11 @@ class Reconciler:
         }
         if all(status.get(k) == v for k, v in wanted.items()):
             return False
-        await asyncio.to_thread(self.kube.patch_status, "workflows", owner.namespace,
-                                owner.name, wanted)
+        await self.kube.patch_status("workflows", owner.namespace, owner.name, wanted)
         return True
 
-    async def _event(self, entry: Entry, kind: str, reason: str, message: str) -> None:
+    async def _event(self, entry: WorkflowEntry, kind: str, reason: str, message: str) -> None:
         owner = entry.owner
         involved = {"apiVersion": names.API_VERSION, "kind": names.WORKFLOW_KIND,
                     "namespace": owner.namespace, "name": owner.name, "uid": owner.uid}
-        await asyncio.to_thread(self.kube.post_event, involved, kind, reason, message)
+        await self.kube.post_event(involved, kind, reason, message)

@@ -9,9 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from conveyor.broker import Admin, Link
-from conveyor.kube import Kube
+from conveyor.kube import AsyncKube, Kube
 from conveyor.names import TASK_EVENTS_PATTERN, operator_queue
-from conveyor.operator.book import WorkflowBook
 from conveyor.operator.health import Health
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.pools import PoolManager
@@ -19,27 +18,31 @@ from conveyor.operator.reconcile import Reconciler
 from conveyor.operator.runs import RunManager
 from conveyor.operator.settings import Settings
 from conveyor.operator.triggers import TriggerRouter
+from conveyor.operator.workflows import Workflows
 
 log = logging.getLogger("conveyor.operator")
 
 
 class Runtime:
+    """Every part of the operator, wired once: the real adapters behind the seams."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.kube = Kube()
-        self.book = WorkflowBook(self.kube)
+        self.kube = AsyncKube(Kube())
+        self.workflows = Workflows(self.kube)
         self.link = Link(settings.broker, name="conveyor-operator")
         self.trigger_link = Link(settings.broker, name="conveyor-operator-triggers")
         # The run loop is made after the pools (it reports dispatches to them): late-bound.
-        self.pools = PoolManager(settings, self.kube, self.book, metrics=self.metrics,
+        self.pools = PoolManager(settings, self.kube, metrics=self.metrics,
                                  in_flight=lambda: self.runs.in_flight(),  # noqa: PLW0108
                                  workers=lambda: self.runs.workers)
-        self.runs = RunManager(settings, self.kube, self.link, self.book,
+        self.runs = RunManager(settings, self.kube, self.link, self.workflows,
                                metrics=self.metrics, on_dispatch=self.pools.dispatched)
-        self.reconciler = Reconciler(settings, self.kube, self.book, self.pools, self.runs)
+        self.reconciler = Reconciler(settings, self.kube, self.workflows, self.pools,
+                                     self.runs)
         self.events_queue = operator_queue(settings.instance, "events")
-        self.triggers = TriggerRouter(self.kube, self.book, self.pools, self.trigger_link,
+        self.triggers = TriggerRouter(self.kube, self.workflows, self.pools, self.trigger_link,
                                       operator_queue(settings.instance, "triggers"))
         self.health = Health(self.kube, self.metrics,
                              [("events", lambda: self.link.connected),
@@ -61,8 +64,7 @@ class Runtime:
         self.trigger_link.start()
         existing: list[dict[str, Any]] = []
         for namespace in self.settings.namespaces or (None,):
-            existing += await asyncio.to_thread(self.kube.list_custom, "workflowruns",
-                                                namespace)
+            existing += await self.kube.list_custom("workflowruns", namespace)
         self.runs.start(loop, self.events_queue, existing)
         self.triggers.start(loop)
         self._tasks = [loop.create_task(self.pools.run()), loop.create_task(self.health.probe())]

@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from conveyor.broker.settings import BrokerSettings
 from conveyor.errors import ConveyorError
-from conveyor.messaging.settings import BrokerSettings
 
 
 class SettingsError(ConveyorError):

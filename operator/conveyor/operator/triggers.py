@@ -16,12 +16,14 @@ import re
 from typing import Any
 
 from conveyor import names
-from conveyor.broker import Admin, Delivery, Link
+from conveyor.broker import Admin
 from conveyor.children import child_name
 from conveyor.errors import ExpressionError
-from conveyor.kube import Kube, KubeError
-from conveyor.operator.book import WorkflowBook
+from conveyor.kube import KubeError
+from conveyor.manifests import run_manifest
 from conveyor.operator.pools import PoolManager
+from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
+from conveyor.operator.workflows import Workflows
 from conveyor.workflow import match_topic
 
 log = logging.getLogger("conveyor.operator.triggers")
@@ -46,11 +48,13 @@ def event_id(delivery: Delivery) -> str:
 
 
 class TriggerRouter:
-    def __init__(self, kube: Kube, book: WorkflowBook, pools: PoolManager, link: Link,
-                 queue: str) -> None:
+    """Consumes the install's trigger queue, binds the patterns Workflows use, makes runs."""
+
+    def __init__(self, kube: KubeApi, workflows: Workflows, pools: PoolManager,
+                 link: BrokerLink, queue: str) -> None:
         self.queue = queue
         self._kube = kube
-        self._book = book
+        self._workflows = workflows
         self._pools = pools
         self._link = link
         self._bound: set[str] = set()
@@ -63,7 +67,7 @@ class TriggerRouter:
 
     async def sync_bindings(self) -> None:
         """Bind every pattern some Workflow's triggers use; unbind the ones none uses."""
-        wanted = {t.pattern for entry in self._book.entries() if entry.compiled
+        wanted = {t.pattern for entry in self._workflows.entries() if entry.compiled
                   for t in entry.compiled.triggers}
         add, remove = wanted - self._bound, self._bound - wanted
         if not add and not remove:
@@ -99,7 +103,7 @@ class TriggerRouter:
             event = delivery.body.decode(errors="replace")
         ident = event_id(delivery)
         try:
-            for entry in self._book.entries():
+            for entry in self._workflows.entries():
                 compiled = entry.compiled
                 if compiled is None:
                     continue
@@ -125,20 +129,13 @@ class TriggerRouter:
     async def _create(self, namespace: str, workflow: str, ident: str, *, index: int,
                       routing_key: str, inputs: Any) -> None:
         name = run_name(workflow, ident, index)
-        body = {
-            "apiVersion": names.API_VERSION,
-            "kind": names.RUN_KIND,
-            "metadata": {
-                "name": name,
-                "labels": {names.LABEL_WORKFLOW: workflow},
-                "annotations": {f"{names.GROUP}/event-id": ident[:253],
-                                f"{names.GROUP}/event": routing_key[:253]},
-            },
-            "spec": {"workflowRef": {"name": workflow},
-                     "inputs": inputs if isinstance(inputs, dict) else {"value": inputs}},
-        }
+        body = run_manifest(
+            workflow, inputs if isinstance(inputs, dict) else {"value": inputs}, name=name,
+            labels={names.LABEL_WORKFLOW: workflow},
+            annotations={f"{names.GROUP}/event-id": ident[:253],
+                         f"{names.GROUP}/event": routing_key[:253]})
         try:
-            await asyncio.to_thread(self._kube.create_run, namespace, body)
+            await self._kube.create_run(namespace, body)
         except KubeError as error:
             if error.conflict:
                 log.info("Run exists for event run=%s/%s event=%s", namespace, name, ident)

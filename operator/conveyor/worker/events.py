@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from conveyor import names
 from conveyor.broker import BrokerError, Link, LinkClosedError
-from conveyor.messaging.codec import encode_event
-from conveyor.messaging.confirms import Confirmation
+from conveyor.broker.codec import encode_event
+from conveyor.broker.confirms import Confirmation
 from conveyor.models import TaskEvent, TaskMessage
 
 log = logging.getLogger("conveyor.worker")

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from conveyor import names
 from conveyor.broker import BrokerError, Delivery, Link
-from conveyor.messaging.codec import (
+from conveyor.broker.codec import (
     DETAIL_HEADER,
     REASON_HEADER,
     MalformedMessageError,

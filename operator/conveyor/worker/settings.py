@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from conveyor.messaging.settings import BrokerSettings, BrokerSettingsError
+from conveyor.broker.settings import BrokerSettings, BrokerSettingsError
 from conveyor.worker.errors import WorkerConfigError
 from conveyor.worker.executing import DEFAULT_MAX_OUTPUT_BYTES
 

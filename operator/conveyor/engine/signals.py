@@ -1,7 +1,9 @@
-"""What the engine consumes (events) and produces (actions): small frozen records.
+"""What the engine is told: signals, small frozen records.
 
-Events come from three places: the operator's own decisions (Start, Cancel), its timers (Tick)
-and the workers (the Task* events, decoded from `TaskEvent` messages by `from_message`).
+Signals come from three places: the operator's own decisions (Start, Cancel), its timers
+(Tick) and the workers (the Task* reports, decoded from their `TaskEvent` messages by
+`from_message`). "Event" is kept for messages on the `conveyor.events` exchange and for
+Kubernetes Events; what the engine consumes is a signal.
 """
 
 from dataclasses import dataclass
@@ -60,12 +62,12 @@ class TaskFailed:
     worker: str | None = None
 
 
-Event = Start | Cancel | Tick | TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
-AttemptEvent = TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
+Signal = Start | Cancel | Tick | TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
+AttemptSignal = TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
 
 
-def from_message(message: TaskEvent) -> AttemptEvent:
-    """The engine event a worker's message stands for."""
+def from_message(message: TaskEvent) -> AttemptSignal:
+    """The signal a worker's event message stands for."""
     if message.status == "started":
         return TaskStarted(message.attempt_id, message.worker)
     if message.status == "heartbeat":
@@ -73,40 +75,3 @@ def from_message(message: TaskEvent) -> AttemptEvent:
     if message.status == "succeeded":
         return TaskSucceeded(message.attempt_id, message.outputs, message.worker)
     return TaskFailed(message.attempt_id, message.error or "", message.retryable, message.worker)
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Publish this attempt to its task type's queue (before persisting the status)."""
-
-    attempt_id: str
-    task: str
-    index: int | None
-    attempt: int
-    task_type: str
-    inputs: Any
-    timeout_seconds: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    """Deliver a Tick at `at` (epoch seconds), replacing the run's timer; None: no timer."""
-
-    at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class EmitRunEvent:
-    """Publish `run.<phase>` on conveyor.events."""
-
-    phase: str
-    message: str | None = None
-    outputs: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Persist:
-    """The status changed: write it (coalesced), then ack the events that led here."""
-
-
-Action = Publish | SetTimer | EmitRunEvent | Persist

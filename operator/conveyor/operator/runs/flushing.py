@@ -14,25 +14,31 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from conveyor import runstatus
-from conveyor.broker import Delivery, Link
-from conveyor.kube import Kube, KubeError
-from conveyor.operator.activerun import ActiveRun, Send, settled
+from conveyor import engine
+from conveyor.broker.confirms import settled
+from conveyor.conditions import set_condition
+from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
-from conveyor.operator.pacing import TokenBucket
+from conveyor.operator.ratelimit import TokenBucket
+from conveyor.operator.runs.records import ActiveRun, Send
+from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
 
-log = logging.getLogger("conveyor.operator.flushing")
+log = logging.getLogger("conveyor.operator.runs")
 
 RETRY_SECONDS = 2.0
 
 
 class Flusher:
-    def __init__(self, kube: Kube, link: Link, metrics: Metrics, *, interval: float,
+    """Writes runs' statuses: coalesced per run, bounded over all, confirms before, acks
+    after; and the few statuses written outside the engine, through the same bucket."""
+
+    def __init__(self, kube: KubeApi, link: BrokerLink, metrics: Metrics, *, interval: float,
                  writes_per_second: float,
                  spawn: Callable[[Coroutine[Any, Any, None]], None],
                  current: Callable[[ActiveRun], bool],
                  on_gone: Callable[[ActiveRun, list[Delivery]], None],
-                 on_written: Callable[[ActiveRun, dict[str, Any]], None]) -> None:
+                 on_written: Callable[[ActiveRun, dict[str, Any]], None],
+                 retry_seconds: float = RETRY_SECONDS) -> None:
         self._kube = kube
         self._link = link
         self._metrics = metrics
@@ -42,6 +48,7 @@ class Flusher:
         self._current = current  # is the run still tracked?
         self._on_gone = on_gone  # the WorkflowRun was deleted (404)
         self._on_written = on_written
+        self._retry_seconds = retry_seconds  # after a failed write or publish
 
     def mark(self, run: ActiveRun) -> None:
         """The run's state changed: write it soon (coalescing with what follows)."""
@@ -74,25 +81,24 @@ class Flusher:
         acks, sends = run.acks, run.sends
         run.acks, run.sends = [], []
         run.dirty = False
-        status = runstatus.to_status(state)
+        status = engine.to_status(state)
         started = time.monotonic()
         if not await self._confirmed(run, sends, acks):
             return
         self._metrics.dispatch_latency.observe(time.monotonic() - started)
         ref = run.ref
         try:
-            await asyncio.to_thread(self._kube.replace_status, "workflowruns", ref.namespace,
-                                    ref.name, status)
-        except KubeError as error:
+            await self._kube.replace_status("workflowruns", ref.namespace, ref.name, status)
+        except Exception as error:  # whatever failed, the run keeps what it must still do
             self._metrics.status_writes.labels("WorkflowRun", "error").inc()
-            if error.not_found:
+            if isinstance(error, KubeError) and error.not_found:
                 self._on_gone(run, acks)
                 return
-            log.warning("Status write failed run=%s/%s error=%s", ref.namespace, ref.name,
-                        error)
+            log.warning("Status write failed run=%s/%s error=%s: %s", ref.namespace, ref.name,
+                        type(error).__name__, error)
             run.acks[:0] = acks
             run.dirty = True
-            await asyncio.sleep(RETRY_SECONDS)
+            await asyncio.sleep(self._retry_seconds)
             return
         self._metrics.status_writes.labels("WorkflowRun", "ok").inc()
         run.last_write = time.monotonic()
@@ -120,5 +126,20 @@ class Flusher:
         run.sends[:0] = sends
         run.acks[:0] = acks
         run.dirty = True
-        await asyncio.sleep(RETRY_SECONDS)
+        await asyncio.sleep(self._retry_seconds)
         return False
+
+    async def write_outside_engine(self, run: ActiveRun, status: dict[str, Any],
+                                   succeeded: str, reason: str, message: str) -> bool:
+        """Write the status of a run the engine does not hold (waiting, or ended before it
+        could start): its phase and message, and the Succeeded condition saying why."""
+        status = {**status, "message": message,
+                  "conditions": set_condition([], "Succeeded", succeeded, reason, message)}
+        await self.bucket.take()
+        try:
+            await self._kube.replace_status("workflowruns", run.ref.namespace, run.ref.name,
+                                            status)
+        except KubeError as error:
+            log.warning("Status write failed run=%s error=%s", run.ref.name, error)
+            return False
+        return True

@@ -1,52 +1,24 @@
-"""The Kubernetes adapter: the only module that imports `kubernetes`.
-
-Blocking calls, meant to run in a worker thread (`asyncio.to_thread`) from the operator's
-event loop. Every error leaves as a `KubeError` (with the HTTP status), the library's error
-chained as its cause; a 404 on delete counts as success.
+"""The operator's Kubernetes calls: blocking, meant for a worker thread (the async facade in
+`conveyor.kube.facade` runs them there). Every error leaves as a `KubeError`, the library's
+error chained as its cause; a 404 on delete counts as success.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from conveyor import names
-from conveyor.errors import ConveyorError
+from conveyor.kube.errors import api_error
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-
-
-class KubeError(ConveyorError):
-    """A call to the API server failed; `status` is its HTTP status (0 when none came)."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-
-def _error(what: str, error: ApiException) -> KubeError:
-    reason = error.reason or ""
-    with contextlib.suppress(ValueError, AttributeError):
-        reason = json.loads(error.body or "{}").get("message", reason)
-    return KubeError(f"{what}: {reason}", int(error.status or 0))
 
 
 @dataclass(frozen=True)
@@ -90,7 +62,8 @@ class Kube:
                 field_manager=names.FIELD_MANAGER, force=True, _content_type=APPLY,
             )
         except ApiException as error:
-            raise _error(f"apply Deployment {meta['namespace']}/{meta['name']}", error) from error
+            raise api_error(f"apply Deployment {meta['namespace']}/{meta['name']}",
+                            error) from error
 
     def apply_secret(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
@@ -100,7 +73,7 @@ class Kube:
                 field_manager=names.FIELD_MANAGER, force=True, _content_type=APPLY,
             )
         except ApiException as error:
-            raise _error(f"apply Secret {meta['namespace']}/{meta['name']}", error) from error
+            raise api_error(f"apply Secret {meta['namespace']}/{meta['name']}", error) from error
 
     def apply_config_map(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
@@ -110,7 +83,7 @@ class Kube:
                 field_manager=names.FIELD_MANAGER, force=True, _content_type=APPLY,
             )
         except ApiException as error:
-            raise _error(f"apply ConfigMap {meta['namespace']}/{meta['name']}", error) from error
+            raise api_error(f"apply ConfigMap {meta['namespace']}/{meta['name']}", error) from error
 
     def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
@@ -118,7 +91,7 @@ class Kube:
         except ApiException as error:
             if error.status == 404:
                 return None
-            raise _error(f"get ConfigMap {namespace}/{name}", error) from error
+            raise api_error(f"get ConfigMap {namespace}/{name}", error) from error
         return dict(found.data or {})
 
     def list_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[DeploymentState]:
@@ -126,7 +99,7 @@ class Kube:
             found = self.apps.list_namespaced_deployment(namespace,
                                                          label_selector=_selector(labels))
         except ApiException as error:
-            raise _error(f"list Deployments in {namespace}", error) from error
+            raise api_error(f"list Deployments in {namespace}", error) from error
         return [
             DeploymentState(
                 name=d.metadata.name,
@@ -144,7 +117,7 @@ class Kube:
                                                    propagation_policy="Background")
         except ApiException as error:
             if error.status != 404:
-                raise _error(f"delete Deployment {namespace}/{name}", error) from error
+                raise api_error(f"delete Deployment {namespace}/{name}", error) from error
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         try:
@@ -153,13 +126,13 @@ class Kube:
                 field_manager=names.FIELD_MANAGER, _content_type=MERGE,
             )
         except ApiException as error:
-            raise _error(f"scale Deployment {namespace}/{name}", error) from error
+            raise api_error(f"scale Deployment {namespace}/{name}", error) from error
 
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
         try:
             found = self.core.list_namespaced_pod(namespace, label_selector=_selector(labels))
         except ApiException as error:
-            raise _error(f"list pods in {namespace}", error) from error
+            raise api_error(f"list pods in {namespace}", error) from error
         return [p.metadata.name for p in found.items if not p.metadata.deletion_timestamp]
 
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
@@ -170,7 +143,7 @@ class Kube:
             )
         except ApiException as error:
             if error.status != 404:
-                raise _error(f"annotate pod {namespace}/{name}", error) from error
+                raise api_error(f"annotate pod {namespace}/{name}", error) from error
 
     # -- leader election -------------------------------------------------------------------
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -179,7 +152,7 @@ class Kube:
         except ApiException as error:
             if error.status == 404:
                 return None
-            raise _error(f"get Lease {namespace}/{name}", error) from error
+            raise api_error(f"get Lease {namespace}/{name}", error) from error
         return dict(self.api.sanitize_for_serialization(lease))
 
     def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
@@ -188,7 +161,7 @@ class Kube:
         try:
             self.coordination.create_namespaced_lease(namespace, body)
         except ApiException as error:
-            raise _error(f"create Lease {namespace}/{name}", error) from error
+            raise api_error(f"create Lease {namespace}/{name}", error) from error
 
     def replace_lease(self, namespace: str, name: str, resource_version: str,
                       spec: Mapping[str, Any]) -> None:
@@ -199,7 +172,7 @@ class Kube:
         try:
             self.coordination.replace_namespaced_lease(name, namespace, body)
         except ApiException as error:
-            raise _error(f"replace Lease {namespace}/{name}", error) from error
+            raise api_error(f"replace Lease {namespace}/{name}", error) from error
 
     # -- Conveyor's own resources -------------------------------------------------------------
     def patch_status(self, plural: str, namespace: str, name: str,
@@ -211,7 +184,7 @@ class Kube:
                 field_manager=names.FIELD_MANAGER, _content_type=MERGE,
             ))
         except ApiException as error:
-            raise _error(f"patch status of {plural}/{name} in {namespace}", error) from error
+            raise api_error(f"patch status of {plural}/{name} in {namespace}", error) from error
 
     def replace_status(self, plural: str, namespace: str, name: str,
                        status: Mapping[str, Any]) -> None:
@@ -223,7 +196,7 @@ class Kube:
                 field_manager=names.FIELD_MANAGER, _content_type=JSON_PATCH,
             )
         except ApiException as error:
-            raise _error(f"replace status of {plural}/{name} in {namespace}", error) from error
+            raise api_error(f"replace status of {plural}/{name} in {namespace}", error) from error
 
     def post_event(self, involved: Mapping[str, str], kind: str, reason: str,
                    message: str) -> None:
@@ -244,7 +217,8 @@ class Kube:
         try:
             self.core.create_namespaced_event(involved["namespace"], body)
         except ApiException as error:
-            raise _error(f"post Event on {involved['kind']} {involved['name']}", error) from error
+            raise api_error(f"post Event on {involved['kind']} {involved['name']}",
+                            error) from error
 
     def list_custom(self, plural: str, namespace: str | None = None,
                     limit: int | None = None) -> list[dict[str, Any]]:
@@ -257,7 +231,7 @@ class Kube:
                 found = self.custom.list_namespaced_custom_object(names.GROUP, names.VERSION,
                                                                   namespace, plural, **extra)
         except ApiException as error:
-            raise _error(f"list {plural}", error) from error
+            raise api_error(f"list {plural}", error) from error
         return [dict(item) for item in found.get("items", [])]
 
     def create_run(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,7 +242,7 @@ class Kube:
                 field_manager=names.FIELD_MANAGER,
             ))
         except ApiException as error:
-            raise _error(f"create WorkflowRun in {namespace}", error) from error
+            raise api_error(f"create WorkflowRun in {namespace}", error) from error
 
     def delete_run(self, namespace: str, name: str, uid: str | None = None) -> None:
         body = {"preconditions": {"uid": uid}} if uid else None
@@ -277,79 +251,4 @@ class Kube:
                 names.GROUP, names.VERSION, namespace, names.RUN_PLURAL, name, body=body)
         except ApiException as error:
             if error.status not in (404, 409):
-                raise _error(f"delete WorkflowRun {namespace}/{name}", error) from error
-
-
-# -- the CLI ----------------------------------------------------------------------------------
-# The `conveyor` CLI's calls: any object of ours by plural, with "no cluster" (a refused
-# connection, a missing kubeconfig) turned into a KubeError too, since a user reads it.
-
-CLI_FIELD_MANAGER = "conveyor-cli"
-
-
-def load_cli_client(kubeconfig: str | None = None,
-                    context: str | None = None) -> tuple[client.ApiClient, str]:
-    """A client from a kubeconfig (KUBECONFIG or ~/.kube/config when None) and the namespace
-    its context names (`default` when none)."""
-    try:
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, context=context,
-                                client_configuration=configuration, persist_config=False)
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    except (config.ConfigException, OSError, TypeError, ValueError) as error:
-        raise KubeError(f"no cluster configured: {error}") from error
-    configuration.retries = 1  # a CLI should say "unreachable" quickly, not retry for long
-    chosen = next((c for c in contexts if c.get("name") == context), active) if context \
-        else active
-    namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
-    return client.ApiClient(configuration), namespace
-
-
-def _cli_error(what: str, error: Exception) -> KubeError:
-    if isinstance(error, ApiException):
-        return _error(what, error)
-    return KubeError(f"{what}: cannot reach the API server ({type(error).__name__})")
-
-
-_CLI_ERRORS = (ApiException, urllib3.exceptions.HTTPError)
-
-
-class CliKube(Kube):
-    """The calls the CLI makes on Workflows and WorkflowRuns."""
-
-    def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object, or None when there is none of that name."""
-        try:
-            return dict(self.custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, plural, name))
-        except _CLI_ERRORS as error:
-            if isinstance(error, ApiException) and error.status == 404:
-                return None
-            raise _cli_error(f"get {plural}/{name} in {namespace}", error) from error
-
-    def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        try:
-            found = self.custom.list_namespaced_custom_object(names.GROUP, names.VERSION,
-                                                              namespace, plural)
-        except _CLI_ERRORS as error:
-            raise _cli_error(f"list {plural} in {namespace}", error) from error
-        return [dict(item) for item in found.get("items", [])]
-
-    def create_object(self, plural: str, namespace: str,
-                      body: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            return dict(self.custom.create_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, plural, dict(body),
-                field_manager=CLI_FIELD_MANAGER))
-        except _CLI_ERRORS as error:
-            raise _cli_error(f"create {plural} in {namespace}", error) from error
-
-    def patch_object(self, plural: str, namespace: str, name: str,
-                     patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge-patch the object (its spec or metadata, not its status)."""
-        try:
-            return dict(self.custom.patch_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, plural, name, dict(patch),
-                field_manager=CLI_FIELD_MANAGER, _content_type=MERGE))
-        except _CLI_ERRORS as error:
-            raise _cli_error(f"patch {plural}/{name} in {namespace}", error) from error
+                raise api_error(f"delete WorkflowRun {namespace}/{name}", error) from error

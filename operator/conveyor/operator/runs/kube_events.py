@@ -1,4 +1,4 @@
-"""Pure: the Kubernetes Events a run's new status calls for, given what was last written.
+"""The Kubernetes Events of a run: which ones a new status calls for (pure), and posting them.
 
 One Event per task phase change and per run phase change, never per heartbeat or per forEach
 item, so Events grow with the DAG, not with the work.
@@ -6,8 +6,15 @@ item, so Events grow with the DAG, not with the work.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
 from typing import Any
+
+from conveyor.kube import KubeError
+from conveyor.operator.runs.records import RunRef
+from conveyor.operator.seams import KubeApi
+
+log = logging.getLogger("conveyor.operator.runs")
 
 RUN_KEY = ""  # the run's own phase, among the task names (which are never empty)
 
@@ -37,3 +44,13 @@ def transitions(written: MutableMapping[str, str], status: dict[str, Any]) -> li
 
 def _kind(phase: str) -> str:
     return "Warning" if phase == "Failed" else "Normal"
+
+
+async def post(kube: KubeApi, ref: RunRef, posts: list[Post]) -> None:
+    """Post each Event on the run; one that fails is logged and dropped (Events are news,
+    not state: the status holds what matters)."""
+    for kind, reason, message in posts:
+        try:
+            await kube.post_event(ref.involved(), kind, reason, message)
+        except KubeError as error:
+            log.debug("Event not posted run=%s error=%s", ref.name, error)

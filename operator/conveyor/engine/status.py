@@ -16,8 +16,7 @@ import heapq
 from datetime import UTC, datetime
 from typing import Any
 
-from conveyor.errors import InvalidStatusError
-from conveyor.runstate import (
+from conveyor.engine.progress import (
     ACTIVE,
     CANCELLED,
     DEADLINE_TIMER,
@@ -36,6 +35,7 @@ from conveyor.runstate import (
     TaskState,
     json_size,
 )
+from conveyor.errors import InvalidStatusError
 from conveyor.workflow import CompiledWorkflow
 
 _CODE_OF_PHASE = {"Queued": QUEUED, "Running": RUNNING, "Retrying": RETRYING,

@@ -1,8 +1,8 @@
-"""The run engine: (run state, event, now) -> actions, deterministic and free of I/O.
+"""The run engine's rules: (run state, signal, now) -> actions, deterministic and free of I/O.
 
-`apply` updates the run in place (a copy per event would cost more than the event) and returns
+`apply` updates the run in place (a copy per signal would cost more than the signal) and returns
 the actions the operator must take, in order: publish attempts, then persist the status, then
-ack the event. Time is an argument; the engine has no clock.
+ack the signal's message. Time is an argument; the engine has no clock.
 
 The rules (DESIGN.md §2):
 - A task is ready when every dependency is Succeeded or Skipped (not UpstreamFailed); a Failed,
@@ -29,10 +29,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor import events as ev
-from conveyor.errors import ExpressionError
-from conveyor.names import attempt_id
-from conveyor.runstate import (
+from conveyor.engine import actions as act
+from conveyor.engine import signals as sig
+from conveyor.engine.progress import (
     ACTIVE,
     CANCELLED,
     CANCELLED_REASON,
@@ -60,13 +59,15 @@ from conveyor.runstate import (
     TaskState,
     json_size,
 )
+from conveyor.errors import ExpressionError
+from conveyor.names import attempt_id
 from conveyor.workflow import CompiledWorkflow
 
 OUTPUT_LIMIT = 4 * 1024
 TASK_OUTPUTS_LIMIT = 256 * 1024
 RUN_OUTPUTS_LIMIT = 1024 * 1024
 
-_ATTEMPT_EVENTS = frozenset((ev.TaskStarted, ev.TaskHeartbeat, ev.TaskSucceeded, ev.TaskFailed))
+_ATTEMPT_EVENTS = frozenset((sig.TaskStarted, sig.TaskHeartbeat, sig.TaskSucceeded, sig.TaskFailed))
 _IN_FLIGHT = (QUEUED, RUNNING)
 
 
@@ -102,7 +103,7 @@ def seed(run: RunState, reuse: Mapping[str, Any]) -> list[str]:
         elif not isinstance(outputs, list):
             continue
         task.phases = [SUCCEEDED] * len(outputs)
-        # What `runstatus.from_status` rebuilds for the same status, so the two agree.
+        # What `status.from_status` rebuilds for the same status, so the two agree.
         task.attempt_of = [0] if spec.for_each is None else [1] * len(outputs)
         task.outputs = list(outputs)
         task.next_index = task.succeeded = len(outputs)
@@ -113,7 +114,7 @@ def seed(run: RunState, reuse: Mapping[str, Any]) -> list[str]:
         run.main_terminal += 1
         run.views[spec.name] = {"phase": "Succeeded", "outputs": task.result()}
         seeded.append(spec.name)
-    # Dependents count only unsatisfied dependencies, exactly as `runstatus` rebuilds them.
+    # Dependents count only unsatisfied dependencies, exactly as `status` rebuilds them.
     for task in run.tasks:
         task.waiting = sum(1 for d in task.spec.depends_on
                            if run.tasks[d].phase != "Succeeded")
@@ -125,15 +126,15 @@ def admit(active_runs: int, max_active_runs: int | None) -> bool:
     return max_active_runs is None or active_runs < max_active_runs
 
 
-def apply(run: RunState, event: ev.Event, now: float) -> list[ev.Action]:
-    """Apply one event at time `now` (epoch seconds); [] when it changes nothing."""
+def apply(run: RunState, signal: sig.Signal, now: float) -> list[act.Action]:
+    """Apply one signal at time `now` (epoch seconds); [] when it changes nothing."""
     step = _Step(run, to_ms(now))
-    step.handle(event)
+    step.handle(signal)
     if not step.changed:
         return []
     step.settle()
-    step.actions.append(ev.SetTimer(_next_timer(run)))
-    step.actions.append(ev.Persist())
+    step.actions.append(act.SetTimer(_next_timer(run)))
+    step.actions.append(act.Persist())
     return step.actions
 
 
@@ -178,32 +179,32 @@ def parse_attempt_id(value: str) -> tuple[str, str, int | None, int] | None:
 
 
 class _Step:
-    """One application of one event: the actions gathered and whether anything changed."""
+    """One application of one signal: the actions gathered and whether anything changed."""
 
     __slots__ = ("actions", "changed", "finished", "now", "run")
 
     def __init__(self, run: RunState, now: int) -> None:
         self.run = run
         self.now = now
-        self.actions: list[ev.Action] = []
+        self.actions: list[act.Action] = []
         self.changed = False
         self.finished: deque[TaskState] = deque()  # tasks ended, dependents not yet told
 
-    # --- events --------------------------------------------------------------------------
+    # --- signals -------------------------------------------------------------------------
 
-    def handle(self, event: ev.Event) -> None:
+    def handle(self, event: sig.Signal) -> None:
         run = self.run
         kind = type(event)
         if kind in _ATTEMPT_EVENTS:
             if run.phase == "Running":
                 self.on_attempt(event)  # type: ignore[arg-type]
-        elif kind is ev.Tick:
+        elif kind is sig.Tick:
             if run.phase == "Running":
                 self.on_tick()
-        elif kind is ev.Start:
+        elif kind is sig.Start:
             if run.phase == "Pending":
                 self.start()
-        elif kind is ev.Cancel and run.phase not in RUN_TERMINAL:
+        elif kind is sig.Cancel and run.phase not in RUN_TERMINAL:
             self.stop("Cancelled", CANCELLED_REASON, "cancelled: spec.cancel is true")
 
     def start(self) -> None:
@@ -211,7 +212,7 @@ class _Step:
         self.changed = True
         run.phase = "Running"
         run.started_at = self.now
-        self.actions.append(ev.EmitRunEvent("Running"))
+        self.actions.append(act.EmitRunEvent("Running"))
         deadline = run.deadline_at
         if deadline is not None:
             heapq.heappush(run.timers, (deadline, DEADLINE_TIMER, 0, 0, 0))
@@ -225,7 +226,7 @@ class _Step:
                 if not final.spec.depends_on and final.phase == "Pending":
                     self.ready(final)
 
-    def on_attempt(self, event: ev.AttemptEvent) -> None:
+    def on_attempt(self, event: sig.AttemptSignal) -> None:
         parsed = parse_attempt_id(event.attempt_id)
         if parsed is None:
             return
@@ -241,9 +242,9 @@ class _Step:
         if (task.phase in TERMINAL or i >= len(task.phases) or task.attempt_of[i] != attempt
                 or task.phases[i] not in _IN_FLIGHT):
             return
-        if isinstance(event, ev.TaskSucceeded):
+        if isinstance(event, sig.TaskSucceeded):
             self.succeed(task, i, event.outputs, event.worker)
-        elif isinstance(event, ev.TaskFailed):
+        elif isinstance(event, sig.TaskFailed):
             self.attempt_failed(task, i, event.error, event.retryable, reason=ERROR,
                                 worker=event.worker)
         elif task.phases[i] == QUEUED:  # started, or a heartbeat whose start was missed
@@ -433,7 +434,7 @@ class _Step:
         if index is None:
             task.phase = "Queued"
             self.run.views[spec.name]["phase"] = "Queued"
-        self.actions.append(ev.Publish(
+        self.actions.append(act.Publish(
             attempt_id(self.run.uid, spec.name, index, attempt), spec.name, index, attempt,
             spec.type, inputs, None if spec.timeout_ms is None else spec.timeout_ms // 1000,
         ))
@@ -529,7 +530,7 @@ class _Step:
         run.phase = phase
         run.outputs = outputs
         run.finished_at = self.now
-        self.actions.append(ev.EmitRunEvent(phase, run.message, outputs))
+        self.actions.append(act.EmitRunEvent(phase, run.message, outputs))
 
     def stop(self, phase: str, reason: str, message: str) -> None:
         """Cancel or deadline: every task not ended is cancelled, finally tasks included."""
@@ -543,7 +544,7 @@ class _Step:
         run.phase = phase
         run.message = message
         run.finished_at = self.now
-        self.actions.append(ev.EmitRunEvent(phase, message))
+        self.actions.append(act.EmitRunEvent(phase, message))
 
     def variables(self) -> dict[str, Any]:
         """What expressions see, `item` and `index` aside."""

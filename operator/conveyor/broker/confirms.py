@@ -8,6 +8,7 @@ sent again, in its original order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -126,3 +127,30 @@ class Confirmation:
                 callback(self)
             except Exception:
                 log.exception("Failed a callback of a publish confirmation")
+
+
+async def settled(confirmations: list[Confirmation]) -> None:
+    """Wait until the broker settled every one (confirmed or failed), without a thread or an
+    asyncio future per message: the last one to settle wakes the loop once."""
+    pending = [c for c in confirmations if not c.done()]
+    if not pending:
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    lock = threading.Lock()
+    remaining = [len(pending)]
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def one_settled(_: Confirmation) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            loop.call_soon_threadsafe(wake)
+
+    for confirmation in pending:
+        confirmation.add_done_callback(one_settled)
+    await done

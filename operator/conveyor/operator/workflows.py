@@ -1,4 +1,4 @@
-"""The operator's memory of Workflows: each one's current generation, compiled once, and the
+"""What the operator knows of Workflows: each one's current generation, compiled once, and the
 generations that runs still use.
 
 Runs pin the generation they started with (DESIGN.md §2). The Workflow object only holds its
@@ -9,7 +9,6 @@ is rebuilt from that snapshot.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from pydantic import ValidationError
 from conveyor import names
 from conveyor.children import Owner, child_name
 from conveyor.errors import ConveyorError, InvalidSpecError
-from conveyor.kube import Kube
 from conveyor.models import WorkflowSpec
+from conveyor.operator.seams import KubeApi
 from conveyor.workflow import CompiledWorkflow, WorkflowCache
 
 SNAPSHOT_KEY = "spec.json"
@@ -36,7 +35,7 @@ class WorkflowUnavailableError(ConveyorError):
 
 
 @dataclass
-class Entry:
+class WorkflowEntry:
     """One Workflow as last seen."""
 
     owner: Owner
@@ -62,11 +61,14 @@ def snapshot_name(workflow: str, generation: int) -> str:
     return child_name("conveyor", workflow, f"g{generation}")
 
 
-class WorkflowBook:
-    def __init__(self, kube: Kube) -> None:
+class Workflows:
+    """Every Workflow the operator has seen, by namespace and name, compiled once per
+    generation; listeners hear when one appears or changes."""
+
+    def __init__(self, kube: KubeApi) -> None:
         self._kube = kube
         self._cache = WorkflowCache()
-        self._entries: dict[tuple[str, str], Entry] = {}
+        self._entries: dict[tuple[str, str], WorkflowEntry] = {}
         self._snapshotted: set[tuple[str, int]] = set()
         self._listeners: list[Callable[[str, str], None]] = []
 
@@ -74,7 +76,7 @@ class WorkflowBook:
         """Call `listener(namespace, name)` whenever a Workflow appears or changes."""
         self._listeners.append(listener)
 
-    def observe(self, body: dict[str, Any]) -> Entry:
+    def observe(self, body: dict[str, Any]) -> WorkflowEntry:
         """Record the Workflow `body` (from a watch event) and compile its generation."""
         meta = body["metadata"]
         owner = Owner(meta["namespace"], meta["name"], meta["uid"])
@@ -91,7 +93,7 @@ class WorkflowBook:
             compiled = self._cache.get(owner.uid, generation, spec)
         except (ValidationError, InvalidSpecError) as error:
             problem = invalid_message(error)
-        entry = Entry(owner, generation, spec_body, compiled, problem)
+        entry = WorkflowEntry(owner, generation, spec_body, compiled, problem)
         self._entries[key] = entry
         self._notify(owner.namespace, owner.name)
         return entry
@@ -110,10 +112,10 @@ class WorkflowBook:
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
 
-    def entries(self) -> list[Entry]:
+    def entries(self) -> list[WorkflowEntry]:
         return list(self._entries.values())
 
-    def get(self, namespace: str, name: str) -> Entry | None:
+    def get(self, namespace: str, name: str) -> WorkflowEntry | None:
         return self._entries.get((namespace, name))
 
     def current(self, namespace: str, name: str) -> CompiledWorkflow:
@@ -152,7 +154,7 @@ class WorkflowBook:
             },
             "data": {SNAPSHOT_KEY: json.dumps(entry.spec, separators=(",", ":"))},
         }
-        await asyncio.to_thread(self._kube.apply_config_map, manifest)
+        await self._kube.apply_config_map(manifest)
         self._snapshotted.add(key)
 
     async def generation(self, namespace: str, name: str, generation: int) -> CompiledWorkflow:
@@ -160,8 +162,7 @@ class WorkflowBook:
         entry = self._entries.get((namespace, name))
         if entry is not None and entry.generation == generation and entry.compiled:
             return entry.compiled
-        data = await asyncio.to_thread(self._kube.get_config_map_data, namespace,
-                                       snapshot_name(name, generation))
+        data = await self._kube.get_config_map_data(namespace, snapshot_name(name, generation))
         if data is None or SNAPSHOT_KEY not in data:
             raise WorkflowUnavailableError(
                 "WorkflowGenerationLost",

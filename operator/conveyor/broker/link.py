@@ -1,11 +1,7 @@
-"""The RabbitMQ adapter: the only module that imports pika.
-
-    Admin   declares, deletes and inspects the topology of DESIGN.md §3 over a short-lived
-            blocking connection: rare calls, where simple beats fast.
-    Link    one long-lived connection on its own I/O thread, for publishing and consuming:
-            publisher confirms pipelined (many in flight, each publish returns a Confirmation that
-            the broker's confirm settles), manual acks from any thread, and reconnection with
-            backoff that resends what was not confirmed.
+"""The Link: one long-lived AMQP connection on its own I/O thread, for publishing and
+consuming: publisher confirms pipelined (many in flight, each publish returns a Confirmation
+that the broker's confirm settles), manual acks from any thread, and reconnection with backoff
+that resends what was not confirmed.
 
 Why a SelectConnection on a dedicated thread rather than a BlockingConnection: a blocking
 channel in confirm mode waits for the confirm of every message (about 2,500 msg/s here), and a
@@ -27,14 +23,12 @@ from __future__ import annotations
 
 import logging
 import random
-import ssl
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -42,184 +36,18 @@ from pika.adapters.select_connection import IOLoop
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
-from conveyor import names
-from conveyor.errors import ConveyorError
-from conveyor.messaging import topology
-from conveyor.messaging.codec import CONTENT_TYPE
-from conveyor.messaging.confirms import Confirmation, ConfirmTracker
-from conveyor.messaging.settings import BrokerSettings
+from conveyor.broker.codec import CONTENT_TYPE
+from conveyor.broker.confirms import Confirmation, ConfirmTracker
+from conveyor.broker.connection import connection_parameters
+from conveyor.broker.errors import (
+    BrokerError,
+    LinkClosedError,
+    PublishRejectedError,
+    UnroutableError,
+)
+from conveyor.broker.settings import BrokerSettings
 
 log = logging.getLogger("conveyor.broker")
-
-T = TypeVar("T")
-
-NOT_FOUND = 404
-PRECONDITION_FAILED = 406
-
-
-class BrokerError(ConveyorError):
-    """A broker operation failed; the pika error, if any, is the cause."""
-
-
-class UnroutableError(BrokerError):
-    """The broker confirmed a mandatory message that no queue took (its queue is missing)."""
-
-
-class PublishRejectedError(BrokerError):
-    """The broker refused a message (`basic.nack`): it was not stored."""
-
-
-class LinkClosedError(BrokerError):
-    """The link was closed before the operation could complete."""
-
-
-class QueueMismatchError(BrokerError):
-    """A queue exists with other arguments than asked for (e.g. another delivery limit)."""
-
-
-def connection_parameters(settings: BrokerSettings) -> pika.URLParameters:
-    """pika's parameters for `settings`; TLS verifies the broker's name for amqps."""
-    params = pika.URLParameters(settings.url)
-    if settings.tls and "ssl_options" not in settings.url:
-        context = ssl.create_default_context(cafile=settings.ca_file)
-        params.ssl_options = pika.SSLOptions(context, server_hostname=settings.host)
-    params.client_properties = {"connection_name": settings.name}
-    return params
-
-
-# --- topology --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """What a passive declare tells about a queue."""
-
-    backlog: int
-    """Messages ready for delivery (not those delivered and unacked)."""
-    consumers: int
-
-
-class Admin:
-    """Declares, deletes and inspects queues and exchanges; every call is idempotent.
-
-    Use as a context manager; it holds one blocking connection, made again when a broker
-    restart took it (each call is retried once on a new connection). Deleting what does not
-    exist succeeds; declaring what exists with the same arguments succeeds.
-    """
-
-    def __init__(self, settings: BrokerSettings) -> None:
-        self._settings = settings
-        self._connection: Any = None
-        self._channel: Any = None
-        self._connect()
-
-    def __enter__(self) -> Admin:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
-
-    def _connect(self) -> None:
-        self.close()
-        try:
-            self._connection = pika.BlockingConnection(connection_parameters(self._settings))
-            self._channel = self._connection.channel()
-        except pika.exceptions.AMQPError as error:
-            raise BrokerError(f"cannot connect to RabbitMQ at {self._settings.masked}: "
-                              f"{error!r}") from error
-
-    def _do(self, op: Callable[[Any], T]) -> T:
-        """Run `op` on the channel: reopened if the broker closed it (a 404 or a 406 closes
-        a channel), on a new connection if the old one was lost."""
-        for attempt in (1, 2):
-            try:
-                if not self._connection.is_open:
-                    self._connect()
-                if not self._channel.is_open:
-                    self._channel = self._connection.channel()
-                return op(self._channel)
-            except (pika.exceptions.AMQPConnectionError,
-                    pika.exceptions.ChannelWrongStateError) as error:
-                if attempt == 2:
-                    raise BrokerError(f"lost RabbitMQ at {self._settings.masked}: "
-                                      f"{error!r}") from error
-                self._connect()
-        raise AssertionError("unreachable")
-
-    def declare_exchanges(self) -> None:
-        def declare(channel: Any) -> None:
-            for exchange in topology.EXCHANGES:
-                channel.exchange_declare(exchange.name, exchange.type, durable=True)
-
-        self._do(declare)
-
-    def declare_queue(self, queue: topology.Queue) -> None:
-        try:
-            self._do(lambda ch: ch.queue_declare(queue.name, durable=True,
-                                                 arguments=queue.arguments))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == PRECONDITION_FAILED:
-                raise QueueMismatchError(f"queue {queue.name} exists with other arguments: "
-                                         f"{error.reply_text}") from error
-            raise BrokerError(f"cannot declare queue {queue.name}: {error.reply_text}") from error
-
-    def declare_task_queue(self, queue: str, delivery_limit: int) -> None:
-        """The task type's queue and its dead-letter queue (declared first: it must exist
-        before anything can be dead-lettered into it)."""
-        self.declare_exchanges()
-        self.declare_queue(topology.dead_letter_queue(queue))
-        self.declare_queue(topology.task_queue(queue, delivery_limit))
-        self._do(lambda ch: ch.queue_bind(queue, names.TASKS_EXCHANGE, routing_key=queue))
-
-    def delete_task_queue(self, queue: str) -> None:
-        """The queue and its dead letters; a queue already gone counts as deleted."""
-        for name in (queue, names.dead_letter_queue(queue)):
-            self.delete_queue(name)
-
-    def delete_queue(self, name: str) -> None:
-        try:
-            self._do(lambda ch: ch.queue_delete(name))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code != NOT_FOUND:
-                raise BrokerError(f"cannot delete queue {name}: {error.reply_text}") from error
-
-    def declare_events_queue(self, name: str, patterns: Iterable[str]) -> None:
-        """A queue on `conveyor.events` bound with each topic pattern."""
-        self.declare_exchanges()
-        self.declare_queue(topology.events_queue(name))
-        for pattern in patterns:
-            self.bind(name, pattern)
-
-    def bind(self, queue: str, pattern: str) -> None:
-        self._do(lambda ch: ch.queue_bind(queue, names.EVENTS_EXCHANGE, routing_key=pattern))
-
-    def unbind(self, queue: str, pattern: str) -> None:
-        self._do(lambda ch: ch.queue_unbind(queue, names.EVENTS_EXCHANGE, routing_key=pattern))
-
-    def inspect(self, queue: str) -> QueueStats | None:
-        """Backlog and consumers of `queue`, or None if it does not exist."""
-        try:
-            ok = self._do(lambda ch: ch.queue_declare(queue, passive=True))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == NOT_FOUND:
-                return None
-            raise BrokerError(f"cannot inspect queue {queue}: {error.reply_text}") from error
-        return QueueStats(backlog=ok.method.message_count, consumers=ok.method.consumer_count)
-
-    def get(self, queue: str) -> tuple[dict[str, Any], bytes] | None:
-        """Take one message off `queue` (acked at once): its headers and body, or None."""
-        method, properties, body = self._do(lambda ch: ch.basic_get(queue, auto_ack=True))
-        if method is None:
-            return None
-        return dict(properties.headers or {}), body
-
-
-# --- the link --------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -641,136 +469,3 @@ class Link:
 
 def _fail(future: Confirmation, error: BaseException) -> None:
     future.fail(error)
-
-
-# --- one-off operations for the CLI ----------------------------------------------------------
-# A short-lived blocking connection each: a command does one thing and exits, so the
-# simplicity of waiting for each confirm beats the Link's pipelining.
-
-_SPENT_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
-                  "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-                  "x-last-death-reason", "x-delivery-count")
-
-
-@dataclass(frozen=True)
-class PeekedMessage:
-    """A message read off a queue and left on it."""
-
-    message_id: str | None
-    headers: dict[str, Any]
-    body: bytes
-
-
-def _blocking(settings: BrokerSettings) -> Any:
-    try:
-        return pika.BlockingConnection(connection_parameters(settings))
-    except pika.exceptions.AMQPError as error:
-        raise BrokerError(f"cannot connect to RabbitMQ at {settings.masked}: "
-                          f"{type(error).__name__}") from error
-
-
-def publish_confirmed(settings: BrokerSettings, exchange: str, routing_key: str, body: bytes,
-                      *, message_id: str, headers: dict[str, Any] | None = None) -> None:
-    """Publish one persistent, mandatory message and wait for the broker's confirm.
-
-    `UnroutableError` when no queue took it (for an event: no trigger's pattern matches).
-    """
-    connection = _blocking(settings)
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(exchange, routing_key, body, BasicProperties(
-            delivery_mode=2, content_type=CONTENT_TYPE, message_id=message_id,
-            headers=headers), mandatory=True)
-    except pika.exceptions.UnroutableError as error:
-        raise UnroutableError(f"no queue is bound to exchange {exchange!r} with routing key "
-                              f"{routing_key!r}") from error
-    except pika.exceptions.NackError as error:
-        raise PublishRejectedError(f"the broker refused the message for {routing_key!r}") \
-            from error
-    except pika.exceptions.ChannelClosedByBroker as error:
-        raise BrokerError(f"cannot publish to {exchange!r}: {error.reply_text}") from error
-    except pika.exceptions.AMQPError as error:
-        raise BrokerError(f"lost RabbitMQ at {settings.masked}: {type(error).__name__}") \
-            from error
-    finally:
-        if connection.is_open:
-            connection.close()
-
-
-def peek_queue(settings: BrokerSettings, queue: str, limit: int) -> list[PeekedMessage] | None:
-    """Up to `limit` messages of `queue`, in order, left on it; None if it does not exist.
-
-    Each is fetched unacked (a message held unacked is not handed out again, so none is read
-    twice) and all are returned to the queue at once with `basic.nack(requeue)`, which keeps
-    their order and, unlike a lost channel, does not count as a failed delivery.
-    """
-    connection = _blocking(settings)
-    try:
-        channel = connection.channel()
-        try:
-            channel.queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == NOT_FOUND:
-                return None
-            raise
-        found: list[PeekedMessage] = []
-        while len(found) < limit:
-            method, properties, body = channel.basic_get(queue, auto_ack=False)
-            if method is None:
-                break
-            found.append(PeekedMessage(properties.message_id, dict(properties.headers or {}),
-                                       body))
-        if found:
-            channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
-        return found
-    except pika.exceptions.AMQPError as error:
-        raise BrokerError(f"cannot read queue {queue}: {error!r}") from error
-    finally:
-        if connection.is_open:
-            connection.close()
-
-
-def move_messages(settings: BrokerSettings, source: str, exchange: str, routing_key: str,
-                  limit: int | None = None) -> int | None:
-    """Move messages from `source` to `exchange`/`routing_key`, one at a time; how many moved.
-
-    Each is acked on `source` only after its republish was confirmed and routed, so a crash
-    between the two duplicates a message and never loses one. The dead-lettering headers
-    (`x-death`, the delivery count) are dropped, so the message starts afresh. None if
-    `source` does not exist.
-    """
-    connection = _blocking(settings)
-    moved = 0
-    try:
-        channel = connection.channel()
-        try:
-            channel.queue_declare(source, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == NOT_FOUND:
-                return None
-            raise
-        channel.confirm_delivery()
-        while limit is None or moved < limit:
-            method, properties, body = channel.basic_get(source, auto_ack=False)
-            if method is None:
-                break
-            headers = {k: v for k, v in (properties.headers or {}).items()
-                       if k not in _SPENT_HEADERS}
-            try:
-                channel.basic_publish(exchange, routing_key, body, BasicProperties(
-                    delivery_mode=2, content_type=properties.content_type or CONTENT_TYPE,
-                    message_id=properties.message_id, headers=headers), mandatory=True)
-            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as error:
-                channel.basic_nack(method.delivery_tag, requeue=True)
-                raise UnroutableError(f"no queue took the message for {routing_key!r} on "
-                                      f"{exchange!r}; it stays on {source}") from error
-            channel.basic_ack(method.delivery_tag)
-            moved += 1
-        return moved
-    except pika.exceptions.AMQPError as error:
-        raise BrokerError(f"stopped moving {source} after {moved} messages: {error!r}") \
-            from error
-    finally:
-        if connection.is_open:
-            connection.close()

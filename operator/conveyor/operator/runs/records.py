@@ -1,20 +1,22 @@
-"""The operator's record of one WorkflowRun it drives, and of what the record waits for."""
+"""The operator's record of one WorkflowRun it drives, and of what the record waits for:
+the publishes whose confirms must come, the worker events to ack once the status is written."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from conveyor import names
-from conveyor.broker import Delivery
-from conveyor.messaging.confirms import Confirmation
-from conveyor.runstate import RunState
+from conveyor.broker.confirms import Confirmation
+from conveyor.engine import RunState
+from conveyor.operator.seams import Delivery
 
 
 @dataclass(frozen=True)
 class RunRef:
+    """Which WorkflowRun: where it is, its uid, and the Workflow it runs."""
+
     namespace: str
     name: str
     uid: str
@@ -38,6 +40,9 @@ class Send:
 
 
 class ActiveRun:
+    """One run the operator drives: its engine state (None while it cannot start yet) and
+    what stands between that state and the API server (dirty, pending acks and sends)."""
+
     __slots__ = ("acks", "admitted", "cancel_sent", "created", "dirty", "flush_at", "flushing",
                  "inputs", "last_write", "ref", "reuse", "sends", "state", "timer", "waiting",
                  "written_tasks")
@@ -64,31 +69,3 @@ class ActiveRun:
     @property
     def phase(self) -> str:
         return self.state.phase if self.state is not None else "Pending"
-
-
-
-async def settled(confirmations: list[Confirmation]) -> None:
-    """Wait until the broker settled every one (confirmed or failed), without a thread or an
-    asyncio future per message: the last one to settle wakes the loop once."""
-    pending = [c for c in confirmations if not c.done()]
-    if not pending:
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    lock = threading.Lock()
-    remaining = [len(pending)]
-
-    def wake() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def one_settled(_: Confirmation) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            loop.call_soon_threadsafe(wake)
-
-    for confirmation in pending:
-        confirmation.add_done_callback(one_settled)
-    await done

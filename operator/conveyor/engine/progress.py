@@ -1,8 +1,9 @@
 """The in-memory state of one run, as the engine reads and updates it.
 
 Plain mutable records with `__slots__`: the engine applies tens of thousands of events a
-second, so the state is updated in place rather than copied per event. `runstatus` converts it
-to the WorkflowRun status and back; nothing here is persisted that the status cannot rebuild.
+second, so the state is updated in place rather than copied per event. `engine.status`
+converts it to the WorkflowRun status and back; nothing here is persisted that the status
+cannot rebuild.
 
 A task has instances: one for a plain task, one per item for a forEach task. Each instance has
 a phase code, its current attempt and, while it waits on a timer, a due time. Instances are

@@ -1,0 +1,90 @@
+"""The operator's Kubernetes calls as coroutines: one async facade over the blocking client.
+
+Each call runs the blocking `Kube` method in a worker thread, so the operator's loop never
+waits on the network, and leaves with a `KubeError` whatever failed: the client's own
+`ApiException` is mapped by `Kube`, and what it lets through when no answer came at all
+(urllib3's `MaxRetryError` for a refused connection, a reset, a socket timeout) is mapped
+here. So the operator catches one error type, and a status write that got no answer keeps
+its run's pending work like any other failed write.
+
+The operator depends on the `KubeApi` Protocol (`conveyor.operator.seams`), which this class
+implements and the unit tests' in-memory fake implements too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+from conveyor.kube.client import DeploymentState, Kube
+from conveyor.kube.errors import CALL_ERRORS, to_kube_error
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AsyncKube:
+    """`Kube`'s calls that the operator makes, awaitable, every failure a `KubeError`."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.sync = kube
+
+    async def _call(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except CALL_ERRORS as error:  # urllib3, sockets, TLS: no answer came
+            raise to_kube_error(call.__name__.replace("_", " "), error) from error
+
+    # -- children of a Workflow ---------------------------------------------------------------
+    async def apply_deployment(self, manifest: Mapping[str, Any]) -> None:
+        await self._call(self.sync.apply_deployment, manifest)
+
+    async def apply_secret(self, manifest: Mapping[str, Any]) -> None:
+        await self._call(self.sync.apply_secret, manifest)
+
+    async def apply_config_map(self, manifest: Mapping[str, Any]) -> None:
+        await self._call(self.sync.apply_config_map, manifest)
+
+    async def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return await self._call(self.sync.get_config_map_data, namespace, name)
+
+    async def list_deployments(self, namespace: str,
+                               labels: Mapping[str, str]) -> list[DeploymentState]:
+        return await self._call(self.sync.list_deployments, namespace, labels)
+
+    async def delete_deployment(self, namespace: str, name: str) -> None:
+        await self._call(self.sync.delete_deployment, namespace, name)
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        await self._call(self.sync.scale_deployment, namespace, name, replicas)
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
+        return await self._call(self.sync.list_pods, namespace, labels)
+
+    async def annotate_pod(self, namespace: str, name: str,
+                           annotations: Mapping[str, str]) -> None:
+        await self._call(self.sync.annotate_pod, namespace, name, annotations)
+
+    # -- Conveyor's own resources -------------------------------------------------------------
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           status: Mapping[str, Any]) -> None:
+        await self._call(self.sync.patch_status, plural, namespace, name, status)
+
+    async def replace_status(self, plural: str, namespace: str, name: str,
+                             status: Mapping[str, Any]) -> None:
+        await self._call(self.sync.replace_status, plural, namespace, name, status)
+
+    async def post_event(self, involved: Mapping[str, str], kind: str, reason: str,
+                         message: str) -> None:
+        await self._call(self.sync.post_event, involved, kind, reason, message)
+
+    async def list_custom(self, plural: str, namespace: str | None = None,
+                          limit: int | None = None) -> list[dict[str, Any]]:
+        return await self._call(self.sync.list_custom, plural, namespace, limit)
+
+    async def create_run(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await self._call(self.sync.create_run, namespace, body)
+
+    async def delete_run(self, namespace: str, name: str, uid: str | None = None) -> None:
+        await self._call(self.sync.delete_run, namespace, name, uid)

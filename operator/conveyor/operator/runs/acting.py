@@ -1,0 +1,102 @@
+"""Acting on the engine's decisions: a signal goes through `engine.apply`, and each action it
+returns is carried out here, in order: publish attempts and run events (their confirms are
+awaited before the status that records them is written), arm the run's timer, mark the run
+for a status write. The worker event that caused the change is acked with that write, or at
+once if it changed nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from conveyor import engine, names
+from conveyor.broker.codec import encode_task
+from conveyor.manifests import task_message
+from conveyor.models import RunEvent
+from conveyor.operator.metrics import Metrics
+from conveyor.operator.runs.flushing import Flusher
+from conveyor.operator.runs.records import ActiveRun, Send
+from conveyor.operator.seams import BrokerLink, Delivery
+
+
+class Actor:
+    """Applies signals to runs and carries out the actions that follow."""
+
+    def __init__(self, runs: Mapping[str, ActiveRun], link: BrokerLink, flusher: Flusher,
+                 metrics: Metrics, *, on_dispatch: Callable[[str, str, str], None],
+                 on_phase_change: Callable[[], None]) -> None:
+        self._runs = runs
+        self._link = link
+        self._flusher = flusher
+        self._metrics = metrics
+        self._on_dispatch = on_dispatch  # (namespace, workflow, task type)
+        self._on_phase_change = on_phase_change
+
+    def apply(self, run: ActiveRun, signal: engine.Signal,
+              delivery: Delivery | None = None) -> bool:
+        """Apply `signal` to `run`; whether it changed anything."""
+        state = run.state
+        assert state is not None
+        before = state.phase
+        actions = engine.apply(state, signal, time.time())
+        for action in actions:
+            if isinstance(action, engine.Publish):
+                self._publish_task(run, action)
+            elif isinstance(action, engine.SetTimer):
+                self._arm(run, action.at)
+            elif isinstance(action, engine.EmitRunEvent):
+                self._publish_run_event(run, action)
+            else:
+                self._flusher.mark(run)
+        if delivery is not None:
+            if actions:
+                run.acks.append(delivery)
+            else:
+                delivery.ack()
+        if before != state.phase:
+            self._on_phase_change()
+        return bool(actions)
+
+    def _arm(self, run: ActiveRun, at: float | None) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        if at is None:
+            return
+        delay = max(0.0, at - time.time())
+        run.timer = asyncio.get_running_loop().call_later(delay, self._fire, run.ref.uid)
+
+    def _fire(self, uid: str) -> None:
+        run = self._runs.get(uid)
+        if run is not None and run.state is not None:
+            run.timer = None
+            self.apply(run, engine.Tick())
+
+    def _publish_task(self, run: ActiveRun, action: engine.Publish) -> None:
+        ref = run.ref
+        queue = names.queue_name(ref.namespace, ref.workflow, action.task_type)
+        message = task_message(action, namespace=ref.namespace, workflow=ref.workflow,
+                               run=ref.name, run_uid=ref.uid)
+        self._send(run, names.TASKS_EXCHANGE, queue, encode_task(message), action.attempt_id,
+                   mandatory=True)
+        self._metrics.dispatched.inc()
+        self._on_dispatch(ref.namespace, ref.workflow, action.task_type)
+
+    def _publish_run_event(self, run: ActiveRun, action: engine.EmitRunEvent) -> None:
+        ref = run.ref
+        body = RunEvent(phase=action.phase, namespace=ref.namespace, run=ref.name,  # type: ignore[arg-type]
+                        run_uid=ref.uid, workflow=ref.workflow, message=action.message,
+                        outputs=action.outputs)
+        # Nobody may listen to run events: unroutable is fine, so not mandatory.
+        self._send(run, names.EVENTS_EXCHANGE, names.run_routing_key(action.phase),
+                   body.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                   f"{ref.uid}/run.{action.phase.lower()}", mandatory=False)
+
+    def _send(self, run: ActiveRun, exchange: str, routing_key: str, body: bytes,
+              message_id: str, *, mandatory: bool) -> None:
+        confirmation = self._link.publish(exchange, routing_key, body, message_id=message_id,
+                                          mandatory=mandatory)
+        run.sends.append(Send(exchange, routing_key, body, message_id, mandatory,
+                              confirmation))

@@ -1,0 +1,312 @@
+"""The run loop: tracks the WorkflowRuns the API server reports, rebuilds each from its status,
+and routes worker events to them; the other jobs are done by the parts it wires together:
+
+    admission   maxActiveRuns: who holds a slot, who waits        (admission.py)
+    acting      a signal through the engine, its actions done      (acting.py)
+    flushing    coalesced, bounded, ordered status writes          (flushing.py)
+    expiry      ttlSecondsAfterFinished                            (expiry.py)
+    attempts    which pod holds which attempt, and for how long    (attempts.py)
+    Events      Kubernetes Events for phase changes                (kube_events.py)
+
+Everything runs on the operator's asyncio loop, one signal at a time, so the in-memory runs
+need no locks. The delivery rules of DESIGN.md §1:
+
+- publish before persist: a flush waits for the broker's confirms of every task the new
+  status records as dispatched, then writes the status;
+- ack after persist: a worker event is acked only once a status containing its effect is
+  written (an event that changes nothing is acked at once);
+- coalesced, bounded writes: a run's status is written at most once per `status_interval`,
+  and all writes share one token bucket, so writes grow with time, not with tasks;
+- timers (retries, timeouts, the deadline) live in the status; a restarted operator rebuilds
+  each run from its status and re-arms them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor import engine
+from conveyor.broker.codec import decode_event
+from conveyor.errors import ConveyorError, InvalidStatusError
+from conveyor.kube import KubeError
+from conveyor.operator.metrics import Metrics
+from conveyor.operator.runs import kube_events, queries
+from conveyor.operator.runs.acting import Actor
+from conveyor.operator.runs.admission import Admission
+from conveyor.operator.runs.attempts import Attempts
+from conveyor.operator.runs.expiry import Expiry
+from conveyor.operator.runs.flushing import Flusher
+from conveyor.operator.runs.records import ActiveRun, RunRef
+from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
+from conveyor.operator.settings import Settings
+from conveyor.operator.workflows import Workflows, WorkflowUnavailableError
+
+log = logging.getLogger("conveyor.operator.runs")
+
+EVENTS_PREFETCH = 5000  # acks wait for status writes: room for several flush intervals
+
+
+class RunManager:
+    """Drives every active WorkflowRun of the install, from its first sight to its end."""
+
+    def __init__(self, settings: Settings, kube: KubeApi, link: BrokerLink,
+                 workflows: Workflows, *, metrics: Metrics,
+                 on_dispatch: Callable[[str, str, str], None],
+                 retry_seconds: float | None = None) -> None:
+        self._kube = kube
+        self._link = link
+        self._workflows = workflows
+        self._metrics = metrics
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.runs: dict[str, ActiveRun] = {}
+        self._parked: dict[str, list[Delivery]] = defaultdict(list)
+        extra = {} if retry_seconds is None else {"retry_seconds": retry_seconds}
+        self.flusher = Flusher(kube, link, metrics, interval=settings.status_interval,
+                               writes_per_second=settings.writes_per_second,
+                               spawn=self._spawn, current=self._current,
+                               on_gone=self._gone, on_written=self._written, **extra)
+        self.actor = Actor(self.runs, link, self.flusher, metrics, on_dispatch=on_dispatch,
+                           on_phase_change=self._count_phases)
+        self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
+        self.expiry = Expiry(kube, workflows, self._spawn)
+        self.attempts = Attempts(metrics)
+        workflows.on_change(self._workflow_changed)
+
+    @property
+    def workers(self) -> dict[str, str]:
+        """Attempt id -> the pod holding it (for pod-deletion-cost)."""
+        return self.attempts.workers
+
+    # -- wiring -------------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop, events_queue: str,
+              existing: Iterable[dict[str, Any]]) -> None:
+        """Track the runs that exist now, then consume events. From then on an event of a
+        run the operator does not know is of a deleted run, and is dropped: events of new
+        runs cannot come before their run is seen, as only the operator dispatches tasks."""
+        self._loop = loop
+        for body in existing:
+            self.observe(body)
+        self._link.consume(events_queue, EVENTS_PREFETCH, self._from_io_thread)
+
+    def _from_io_thread(self, delivery: Delivery) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.deliver, delivery)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro) if self._loop is None else \
+            self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- what the API server says about runs --------------------------------------------------
+    def observe(self, body: dict[str, Any]) -> None:
+        """A WorkflowRun as a watch saw it: start tracking it, or notice its cancel."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        uid = meta["uid"]
+        run = self.runs.get(uid)
+        if run is not None:
+            if spec.get("cancel") and not run.cancel_sent:
+                if run.state is None:
+                    run.cancel_sent = True
+                    self._spawn(self._end_unstarted(run, "Cancelled", "Cancelled",
+                                                    "cancelled before it started"))
+                else:
+                    self._cancel(run)
+            return
+        if meta.get("deletionTimestamp"):
+            return
+        status = body.get("status") or {}
+        workflow = (spec.get("workflowRef") or {}).get("name", "")
+        ref = RunRef(meta["namespace"], meta["name"], uid, workflow)
+        if status.get("phase") in engine.RUN_TERMINAL:
+            self.expiry.schedule(ref, status.get("finishedAt"))
+            return
+        run = ActiveRun(ref, dict(spec.get("inputs") or {}), meta.get("creationTimestamp", ""),
+                        dict(spec.get("reuse") or {}))
+        self.runs[uid] = run
+        self._spawn(self._activate(run, status, bool(spec.get("cancel"))))
+
+    def forget(self, uid: str) -> None:
+        """The WorkflowRun is gone: drop it; its unacked events need nothing more."""
+        run = self.runs.get(uid)
+        self.expiry.forget(uid)
+        for delivery in self._parked.pop(uid, []):
+            delivery.ack()
+        if run is None:
+            return
+        for delivery in run.acks:
+            delivery.ack()
+        run.acks.clear()
+        self._drop(run)
+
+    def _drop(self, run: ActiveRun) -> None:
+        """Stop driving a run (finished or deleted): its slot, timer and attempts go."""
+        self.runs.pop(run.ref.uid, None)
+        if run.timer:
+            run.timer.cancel()
+        self.admission.leave(run)
+        self._count_phases()
+        self.attempts.forget_run(run.ref.uid)
+
+    async def _activate(self, run: ActiveRun, status: dict[str, Any], cancel: bool) -> None:
+        """Give the run its engine state: rebuilt from its status, or new on the Workflow's
+        current generation; a run that cannot start yet says what it waits for."""
+        ref = run.ref
+        generation = status.get("workflowGeneration")
+        try:
+            if generation is not None and status.get("phase"):
+                compiled = await self._workflows.generation(ref.namespace, ref.workflow,
+                                                            int(generation))
+                run.state = engine.from_status(compiled, ref.uid, run.inputs, status)
+                run.written_tasks = {t["name"]: t.get("phase", "")
+                                     for t in status.get("tasks") or []}
+                log.info("Run resumed run=%s/%s phase=%s", ref.namespace, ref.name,
+                         run.state.phase)
+            else:
+                compiled = self._workflows.current(ref.namespace, ref.workflow)
+                await self._workflows.pin(ref.namespace, ref.workflow, compiled)
+                run.state = engine.new_run(compiled, ref.uid, run.inputs, time.time(),
+                                           reuse=run.reuse)
+        except WorkflowUnavailableError as error:
+            if generation is not None and error.reason == "WorkflowGenerationLost":
+                await self._end_unstarted(run, "Failed", error.reason, str(error))
+                return
+            if run.waiting != (error.reason, str(error)):
+                run.waiting = (error.reason, str(error))
+                await self._write_waiting(run)
+            return
+        except (InvalidStatusError, ConveyorError, KubeError) as error:
+            log.error("Run could not be rebuilt run=%s/%s error=%s", ref.namespace, ref.name,
+                      error)
+            await self._end_unstarted(run, "Failed", "InvalidStatus", str(error))
+            return
+        if self.runs.get(ref.uid) is not run:
+            return  # deleted meanwhile
+        run.waiting = None
+        if run.state.phase == "Pending":
+            self.admission.enqueue(run)
+        else:
+            self.admission.hold(run)
+            self.actor.apply(run, engine.Tick())
+        if cancel or run.cancel_sent:
+            self._cancel(run)
+        for delivery in self._parked.pop(ref.uid, []):
+            self.deliver(delivery)
+        self._count_phases()
+
+    def _workflow_changed(self, namespace: str, name: str) -> None:
+        """A Workflow appeared or changed: runs waiting for it try again."""
+        self.expiry.workflow_seen(namespace, name)
+        for run in list(self.runs.values()):
+            if run.state is None and run.ref.namespace == namespace and \
+                    run.ref.workflow == name:
+                self._spawn(self._activate(run, {}, False))
+
+    def _start(self, run: ActiveRun) -> None:
+        self.actor.apply(run, engine.Start())
+
+    def _cancel(self, run: ActiveRun) -> None:
+        if run.state is None:
+            return
+        run.cancel_sent = True
+        self.actor.apply(run, engine.Cancel())
+
+    # -- worker events ------------------------------------------------------------------------
+    def deliver(self, delivery: Delivery) -> None:
+        """A worker event from the broker: applied to its run, parked while the run is being
+        rebuilt, or acked and dropped when it belongs to no run (or is not an event)."""
+        try:
+            message = decode_event(delivery.body)
+        except (ValidationError, ValueError) as error:
+            log.error("Event dropped: malformed body routing_key=%s error=%s",
+                      delivery.routing_key, str(error).splitlines()[0])
+            self._metrics.events.labels("malformed", "dropped").inc()
+            delivery.ack()
+            return
+        parsed = engine.parse_attempt_id(message.attempt_id)
+        if parsed is None:
+            log.error("Event dropped: not an attempt id attempt=%s", message.attempt_id)
+            delivery.ack()
+            return
+        self.attempts.track(message.attempt_id, message.status, message.worker)
+        run = self.runs.get(parsed[0])
+        if run is None:
+            log.debug("Event dropped: no such run attempt=%s", message.attempt_id)
+            self._metrics.events.labels(message.status, "unknown-run").inc()
+            delivery.ack()
+            return
+        if run.state is None:  # being rebuilt from its status: apply once it is
+            self._parked[parsed[0]].append(delivery)
+            return
+        effect = self.actor.apply(run, engine.from_message(message), delivery)
+        self._metrics.events.labels(message.status, "applied" if effect else "ignored").inc()
+
+    # -- what the rest of the operator asks -------------------------------------------------
+    def active_runs(self, namespace: str, workflow: str) -> int:
+        return self.admission.active(namespace, workflow)
+
+    def workflow_has_runs(self, namespace: str, workflow: str) -> int:
+        return queries.started_runs(self.runs.values(), namespace, workflow)
+
+    def in_flight(self) -> dict[queries.PoolKey, int]:
+        return queries.in_flight(self.runs.values())
+
+    def pinned_task_types(self, namespace: str, workflow: str) -> set[str]:
+        return queries.task_types_in_use(self.runs.values(), namespace, workflow)
+
+    # -- what the flusher reports -------------------------------------------------------------
+    def _current(self, run: ActiveRun) -> bool:
+        return self.runs.get(run.ref.uid) is run
+
+    def _gone(self, run: ActiveRun, acks: list[Delivery]) -> None:
+        self.forget(run.ref.uid)
+        for delivery in acks:
+            delivery.ack()
+
+    def _written(self, run: ActiveRun, status: dict[str, Any]) -> None:
+        posts = kube_events.transitions(run.written_tasks, status)
+        if posts:
+            self._spawn(kube_events.post(self._kube, run.ref, posts))
+        state = run.state
+        if state is not None and state.phase in engine.RUN_TERMINAL and not run.dirty:
+            self._finished(run, status)
+
+    # -- runs the engine does not hold --------------------------------------------------------
+    async def _write_waiting(self, run: ActiveRun) -> None:
+        """Status of a run that cannot start yet, saying what it waits for."""
+        assert run.waiting is not None
+        reason, message = run.waiting
+        await self.flusher.write_outside_engine(run, {"phase": "Pending", "progress": "0/0"},
+                                                "Unknown", reason, message)
+        log.info("Run waiting run=%s/%s reason=%s", run.ref.namespace, run.ref.name, reason)
+
+    async def _end_unstarted(self, run: ActiveRun, phase: str, reason: str,
+                             message: str) -> None:
+        """End a run the engine never held: cancelled while waiting, or not rebuildable."""
+        finished = engine.format_time(engine.to_ms(time.time()))
+        if await self.flusher.write_outside_engine(
+                run, {"phase": phase, "finishedAt": finished}, "False", reason, message):
+            self.forget(run.ref.uid)
+
+    # -- the end of a run ---------------------------------------------------------------------
+    def _finished(self, run: ActiveRun, status: dict[str, Any]) -> None:
+        ref = run.ref
+        log.info("Run finished run=%s/%s phase=%s", ref.namespace, ref.name, status["phase"])
+        self._metrics.runs_finished.labels(status["phase"]).inc()
+        self._drop(run)
+        self.expiry.schedule(ref, status.get("finishedAt"))
+
+    def _count_phases(self) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for run in self.runs.values():
+            counts[run.phase] += 1
+        for phase in ("Pending", "Running"):
+            self._metrics.runs.labels(phase).set(counts.get(phase, 0))
