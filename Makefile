@@ -86,6 +86,9 @@ lint: venv ## Check style, types and layers: ruff, mypy --strict, import-linter
 	MYPYPATH=hack $(VENV)/bin/mypy --strict -p testbed
 	$(VENV)/bin/lint-imports
 
+.PHONY: check
+check: lint test-unit ## Lint, types, layer contracts and the unit tests: what CI runs first
+
 .PHONY: bench
 bench: testbed-up ## Run the benchmarks in bench/ (engine, messaging, operator) and print their tables
 	@eval "$$($(TESTBED) env)"; export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from conveyor import names
+from conveyor.errors import ConveyorError
 from conveyor.models import Workflow, WorkflowRun
 
 Schema = dict[str, Any]
@@ -34,7 +35,7 @@ CHART_HEADER = (
 _DROPPED = {"title", "$defs", "discriminator"}
 
 
-class SchemaError(Exception):
+class SchemaError(ConveyorError):
     """The models produced a schema the API server would reject; a bug in the models."""
 
 

@@ -1,13 +1,22 @@
 """The one root of Conveyor's errors.
 
     ConveyorError
-     ├── NotImplementedYet   a console script whose issue has not landed
      ├── InvalidSpecError    a Workflow the operator cannot run (cycles, bad CEL, ...);
      │                       `.problems` lists each problem with its place in the spec
      ├── ExpressionError     a `${{ }}` expression failed to compile or to evaluate
-     └── InvalidStatusError  a WorkflowRun status that cannot be rebuilt into engine state
+     ├── InvalidStatusError  a WorkflowRun status that cannot be rebuilt into engine state
+     ├── KubeError           the API server failed a call or gave no answer (conveyor.kube)
+     ├── BrokerError         a broker operation failed, with its branches (conveyor.broker)
+     ├── BrokerSettingsError, SettingsError, WorkerConfigError, CliError
+     │                       configuration a user gave cannot be used, and why
+     ├── MalformedMessageError  a task body no worker can run (dead-lettered with a reason)
+     ├── WorkflowUnavailableError  a run's Workflow is missing, invalid or lacks its generation
+     ├── Retryable           raised by a task: try the attempt again (the worker SDK)
+     ├── Retry               the operator's "not done yet" to a kopf handler
+     └── SchemaError         the models made a CRD schema the API server would reject
 
-Only the kopf handlers map these to kopf's TemporaryError / PermanentError.
+Each branch lives beside the code that raises it; only the kopf handlers map these to
+kopf's TemporaryError / PermanentError.
 """
 
 from dataclasses import dataclass
@@ -15,10 +24,6 @@ from dataclasses import dataclass
 
 class ConveyorError(Exception):
     """Every error Conveyor raises on purpose derives from this."""
-
-
-class NotImplementedYet(ConveyorError):  # noqa: N818 (named before the lint rule)
-    """A command exists in the contract but is not built yet."""
 
 
 @dataclass(frozen=True)

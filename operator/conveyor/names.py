@@ -77,3 +77,18 @@ def attempt_id(run_uid: str, task: str, index: int | None, attempt: int) -> str:
     """
     where = task if index is None else f"{task}[{index}]"
     return f"{run_uid}/{where}/{attempt}"
+
+
+def parse_attempt_id(value: str) -> tuple[str, str, int | None, int] | None:
+    """(run uid, task, index, attempt) of an attempt id, or None if it is not one."""
+    parts = value.split("/")
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    uid, where, attempt = parts
+    index: int | None = None
+    if where[-1:] == "]":
+        where, _, number = where[:-1].partition("[")
+        if not number.isdigit():
+            return None
+        index = int(number)
+    return uid, where, index, int(attempt)

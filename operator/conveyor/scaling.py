@@ -35,6 +35,8 @@ class PoolState:
 
 @dataclass(frozen=True)
 class Decision:
+    """What `decide` chose for a pool: the replicas, the new state, and why."""
+
     replicas: int
     state: PoolState
     reason: str

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pika
+
 from conveyor import names
-from conveyor.broker import Admin, Delivery, Link
+from conveyor.broker import Admin, BrokerSettings, Delivery, Link
 from conveyor.broker.codec import decode_event, encode_task
+from conveyor.broker.connection import connection_parameters
 from conveyor.models import TaskEvent, TaskMessage
 from support.waiting import eventually
 
@@ -78,12 +81,19 @@ def publish_tasks(link: Link, queue: TaskQueue, messages: list[TaskMessage],
         future.result(timeout)
 
 
-def drain_queue(admin: Admin, queue: str) -> list[tuple[dict[str, Any], bytes]]:
-    """Take every message off `queue` (headers, body)."""
-    taken = []
-    while (message := admin.get(queue)) is not None:
-        taken.append(message)
-    return taken
+def drain_queue(broker: BrokerSettings, queue: str) -> list[tuple[dict[str, Any], bytes]]:
+    """Take every message off `queue` (headers, body), on a connection of the test's own."""
+    connection = pika.BlockingConnection(connection_parameters(broker))
+    try:
+        channel = connection.channel()
+        taken = []
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append((dict(properties.headers or {}), body))
+    finally:
+        connection.close()
 
 
 @dataclass

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_publishers_and_consumers_reconnect_and_no_confirmed_task_is_lost(
-        admin, task_queue, events, workers, publisher, restart_rabbitmq):
+        admin, broker, task_queue, events, workers, publisher, restart_rabbitmq):
     queue = task_queue("echo")
     pool = [workers(queue, concurrency=4) for _ in range(2)]
     wait_consuming(admin, queue, 2)
@@ -65,4 +65,4 @@ def test_publishers_and_consumers_reconnect_and_no_confirmed_task_is_lost(
     eventually(lambda: all(reconnected(worker.output()) for worker in pool), 30,
                what="every worker to log its reconnection")
     eventually(lambda: admin.inspect(queue.name).backlog == 0, 20, what="an empty queue")
-    assert drain_queue(admin, queue.dead) == []
+    assert drain_queue(broker, queue.dead) == []

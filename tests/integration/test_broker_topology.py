@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conveyor import names
-from conveyor.broker import Admin, Link, QueueMismatchError, UnroutableError
+from conveyor.broker import Admin, BrokerSettings, Link, QueueMismatchError, UnroutableError
 from integration.helpers import TaskQueue, drain_queue
+from support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +45,14 @@ def test_inspect_reports_backlog_and_consumers(admin: Admin, publisher: Link, ta
     assert (stats.backlog, stats.consumers) == (7, 0)
 
 
-def test_many_publishes_are_in_flight_at_once_and_all_confirmed(admin: Admin, publisher: Link,
-                                                               task_queue):
+def test_many_publishes_are_in_flight_at_once_and_all_confirmed(broker: BrokerSettings,
+                                                               publisher: Link, task_queue):
     queue = task_queue("pipelined")
     futures = [publisher.publish(names.TASKS_EXCHANGE, queue.name, str(i).encode())
                for i in range(2000)]
     for future in futures:
         future.result(30)
-    bodies = [body for _, body in drain_queue(admin, queue.name)]
+    bodies = [body for _, body in drain_queue(broker, queue.name)]
     assert sorted(bodies, key=int) == [str(i).encode() for i in range(2000)]
 
 
@@ -60,10 +61,11 @@ def test_a_message_no_queue_takes_fails_instead_of_vanishing(publisher: Link):
     with pytest.raises(UnroutableError, match="nowhere"):
         future.result(10)
     # The link is still usable afterwards.
-    assert publisher.wait_connected(5)
+    assert eventually(lambda: publisher.connected, 5)
 
 
-def test_trigger_bindings_route_matching_events_only(admin: Admin, publisher: Link):
+def test_trigger_bindings_route_matching_events_only(admin: Admin, broker: BrokerSettings,
+                                                     publisher: Link):
     queue = "test.triggers.binding"
     admin.declare_events_queue(queue, ["order.*"])
     try:
@@ -73,6 +75,6 @@ def test_trigger_bindings_route_matching_events_only(admin: Admin, publisher: Li
         admin.unbind(queue, "order.*")
         with pytest.raises(UnroutableError):
             publisher.publish(names.EVENTS_EXCHANGE, "order.created", b"3").result(10)
-        assert [body for _, body in drain_queue(admin, queue)] == [b"1"]
+        assert [body for _, body in drain_queue(broker, queue)] == [b"1"]
     finally:
         admin.delete_queue(queue)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_thousand_tasks_through_three_workers_report_each_event_once_in_order(
-        admin, task_queue, events, workers, publisher):
+        admin, broker, task_queue, events, workers, publisher):
     queue = task_queue("echo")
     for _ in range(3):
         workers(queue, concurrency=4, CONVEYOR_LOG_LEVEL="WARNING")
@@ -46,7 +46,7 @@ def test_a_thousand_tasks_through_three_workers_report_each_event_once_in_order(
     assert len(workers_used) == 3
     stats = admin.inspect(queue.name)
     assert stats is not None and stats.backlog == 0
-    assert drain_queue(admin, queue.dead) == []
+    assert drain_queue(broker, queue.dead) == []
 
 
 def _hold(queue, tmp_path: Path, index: int):
@@ -56,7 +56,7 @@ def _hold(queue, tmp_path: Path, index: int):
 
 
 def test_a_task_whose_worker_is_killed_is_redelivered_to_another_and_finishes(
-        admin, task_queue, events, workers, publisher, tmp_path):
+        admin, broker, task_queue, events, workers, publisher, tmp_path):
     queue = task_queue("hold")
     first = workers(queue)
     wait_consuming(admin, queue, 1)
@@ -79,7 +79,7 @@ def test_a_task_whose_worker_is_killed_is_redelivered_to_another_and_finishes(
 
 
 def test_sigterm_finishes_or_requeues_held_tasks_within_grace_and_exits_zero(
-        admin, task_queue, events, workers, publisher, tmp_path):
+        admin, broker, task_queue, events, workers, publisher, tmp_path):
     queue = task_queue("hold")
     grace = 3.0
     draining = workers(queue, concurrency=2, CONVEYOR_GRACE_SECONDS=str(grace))
@@ -115,11 +115,11 @@ def test_sigterm_finishes_or_requeues_held_tasks_within_grace_and_exits_zero(
     assert by_attempt[requeued.attempt_id].worker == successor.name
     assert by_attempt[later.attempt_id].worker == successor.name
     eventually(lambda: admin.inspect(queue.name).backlog == 0, 10, what="an empty queue")
-    assert drain_queue(admin, queue.dead) == []
+    assert drain_queue(broker, queue.dead) == []
 
 
 def test_a_task_that_kills_every_worker_is_dead_lettered_after_the_delivery_limit(
-        admin, task_queue, workers, publisher):
+        admin, broker, task_queue, workers, publisher):
     limit = 2
     queue = task_queue("crash", delivery_limit=limit)
     publish_tasks(publisher, queue, [queue.message(0)])
@@ -137,7 +137,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered_after_the_delivery_limi
             deaths += 1
         del exited_or_dead
         if admin.inspect(queue.dead).backlog:
-            dead = drain_queue(admin, queue.dead)
+            dead = drain_queue(broker, queue.dead)
     assert deaths == limit + 1
     [(headers, body)] = dead
     assert headers["x-first-death-reason"] == "delivery_limit"
@@ -146,7 +146,7 @@ def test_a_task_that_kills_every_worker_is_dead_lettered_after_the_delivery_limi
 
 
 def test_malformed_task_bodies_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving(
-        admin, task_queue, events, workers, publisher):
+        admin, broker, task_queue, events, workers, publisher):
     queue = task_queue("echo")
     worker = workers(queue)
     wait_consuming(admin, queue, 1)
@@ -168,7 +168,7 @@ def test_malformed_task_bodies_are_dead_lettered_with_a_reason_and_the_worker_ke
                what="the valid task to succeed after the malformed ones")
     eventually(lambda: admin.inspect(queue.dead).backlog == len(bad), 10,
                what="every malformed body dead-lettered")
-    dead = drain_queue(admin, queue.dead)
+    dead = drain_queue(broker, queue.dead)
     assert {headers[REASON_HEADER]: body for headers, body in dead} == bad
     assert all(headers[DETAIL_HEADER] for headers, _ in dead)
     assert worker.exited() is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import ConveyorError
-from conveyor.operator.settings import load
 from conveyor.operator.runs.kube_events import transitions
+from conveyor.operator.settings import load
 from conveyor.operator.triggers import run_name
 
 URL = "amqp://u:secret@broker:5672/%2F"

@@ -5,10 +5,12 @@
     codec       task and event bodies to and from bytes                   (pure)
     confirms    bookkeeping of publisher confirms; the Confirmation       (pure)
     errors      BrokerError and its branches                              (pure)
-    connection  pika's parameters from BrokerSettings
+    connection  pika's parameters from BrokerSettings; the reconnection backoff
     admin       Admin: declare, delete, inspect (blocking, rare calls)
-    link        Link and Delivery: one connection on its own I/O thread, confirmed
-                publishing and manual-ack consuming, reconnecting
+    link        Link: one connection on its own I/O thread, confirmed publishing and
+                manual-ack consuming, reconnecting; its parts: iothread (the loop's thread
+                and calls onto it), outbox (publishes and their confirms), delivery (a
+                message to settle once)
     oneshot     one-off operations of the CLI: publish, peek, move
 
 Only the modules marked pure may be imported where pika must not be (the import contracts in
@@ -17,6 +19,7 @@ pyproject.toml say which).
 
 from conveyor.broker.admin import Admin, QueueStats
 from conveyor.broker.confirms import Confirmation
+from conveyor.broker.delivery import Delivery
 from conveyor.broker.errors import (
     BrokerError,
     LinkClosedError,
@@ -24,7 +27,7 @@ from conveyor.broker.errors import (
     QueueMismatchError,
     UnroutableError,
 )
-from conveyor.broker.link import Delivery, Link
+from conveyor.broker.link import Link
 from conveyor.broker.settings import BrokerSettings, BrokerSettingsError
 
 __all__ = [

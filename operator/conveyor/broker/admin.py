@@ -146,10 +146,3 @@ class Admin:
                 return None
             raise BrokerError(f"cannot inspect queue {queue}: {error.reply_text}") from error
         return QueueStats(backlog=ok.method.message_count, consumers=ok.method.consumer_count)
-
-    def get(self, queue: str) -> tuple[dict[str, Any], bytes] | None:
-        """Take one message off `queue` (acked at once): its headers and body, or None."""
-        method, properties, body = self._do(lambda ch: ch.basic_get(queue, auto_ack=True))
-        if method is None:
-            return None
-        return dict(properties.headers or {}), body

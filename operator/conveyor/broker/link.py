@@ -22,42 +22,30 @@ where its tag means another message.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.exceptions
-from pika.adapters.select_connection import IOLoop
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
 from conveyor.broker.codec import CONTENT_TYPE
-from conveyor.broker.confirms import Confirmation, ConfirmTracker
-from conveyor.broker.connection import connection_parameters
+from conveyor.broker.confirms import Confirmation
+from conveyor.broker.connection import Backoff, connection_parameters
+from conveyor.broker.delivery import Delivery
 from conveyor.broker.errors import (
     BrokerError,
     LinkClosedError,
-    PublishRejectedError,
-    UnroutableError,
 )
+from conveyor.broker.iothread import IOThread
+from conveyor.broker.outbox import Outbox, Outgoing
 from conveyor.broker.settings import BrokerSettings
 
 log = logging.getLogger("conveyor.broker")
-
-
-@dataclass(eq=False)
-class _Outgoing:
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: BasicProperties
-    mandatory: bool
-    future: Confirmation
 
 
 @dataclass(frozen=True)
@@ -65,58 +53,6 @@ class _ConsumerSpec:
     queue: str
     prefetch: int
     on_delivery: Callable[[Delivery], None]
-
-
-class Delivery:
-    """A message handed to the consumer: settle it once, from any thread.
-
-    `ack` removes it; `requeue` puts it back (counts toward the delivery limit); `reject`
-    dead-letters it.
-    """
-
-    __slots__ = ("_channel", "_link", "_tag", "body", "headers", "message_id", "redelivered",
-                 "routing_key")
-
-    def __init__(self, link: Link, channel: Channel, method: Basic.Deliver,
-                 properties: BasicProperties, body: bytes) -> None:
-        self._link = link
-        self._channel = channel
-        self._tag: int = method.delivery_tag
-        self.body = body
-        self.headers: dict[str, Any] = dict(properties.headers or {})
-        self.message_id: str | None = properties.message_id
-        self.redelivered: bool = bool(method.redelivered)
-        self.routing_key: str = method.routing_key
-
-    @property
-    def delivery_count(self) -> int:
-        """Earlier deliveries of this message (quorum queues count them)."""
-        return int(self.headers.get("x-delivery-count") or 0)
-
-    def ack(self) -> None:
-        self._link._call(lambda: self._link._settle(self._channel, self._tag, "ack"))
-
-    def requeue(self) -> None:
-        self._link._call(lambda: self._link._settle(self._channel, self._tag, "requeue"))
-
-    def reject(self) -> None:
-        self._link._call(lambda: self._link._settle(self._channel, self._tag, "reject"))
-
-
-@dataclass
-class _Backoff:
-    """Reconnect delays: doubling from `first` to `cap`, with jitter so that many clients a
-    broker restart disconnected do not come back in lockstep."""
-
-    first: float = 0.2
-    cap: float = 5.0
-    failures: int = field(default=0)
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * 2.0 ** self.failures)
-        self.failures += 1
-        jitter: float = random.uniform(0.5, 1.0)
-        return delay * jitter
 
 
 class Link:
@@ -131,33 +67,24 @@ class Link:
         self._settings = settings
         self._params = connection_parameters(settings)
         self._params.client_properties = {"connection_name": name}
-        self._ioloop = IOLoop()
-        self._thread = threading.Thread(target=self._run, name=f"amqp-{name}", daemon=True)
-        self._calls: deque[Callable[[], None]] = deque()
-        self._wake_lock = threading.Lock()
-        self._wake_pending = False
+        self._io = IOThread(name, self._run)
+        self._ioloop = self._io.ioloop
         self._connection: pika.SelectConnection | None = None
         self._publisher: Channel | None = None
         self._subscriber: Channel | None = None
         self._consumer: _ConsumerSpec | None = None
         self._consumer_tag: str | None = None
-        self._outbox: deque[_Outgoing] = deque()
-        self._confirms: ConfirmTracker[_Outgoing] = ConfirmTracker()
-        self._returned: dict[str, int] = {}
-        self._backoff = _Backoff()
+        self._outbox = Outbox()
+        self._backoff = Backoff()
         self._closing = False
-        self._stopped = False  # the loop has ended: calls run in place (under _wake_lock)
         self._closed = threading.Event()
         self._connected = threading.Event()
 
     # -- public, any thread -------------------------------------------------------------------
 
     def start(self) -> Link:
-        self._thread.start()
+        self._io.start()
         return self
-
-    def wait_connected(self, timeout: float | None = None) -> bool:
-        return self._connected.wait(timeout)
 
     @property
     def connected(self) -> bool:
@@ -176,7 +103,7 @@ class Link:
             delivery_mode=2, content_type=CONTENT_TYPE, headers=headers,
             message_id=message_id or uuid.uuid4().hex,
         )
-        outgoing = _Outgoing(exchange, routing_key, body, properties, mandatory, future)
+        outgoing = Outgoing(exchange, routing_key, body, properties, mandatory, future)
         self._call(lambda: self._enqueue(outgoing))
         return future
 
@@ -198,54 +125,29 @@ class Link:
 
     def close(self, timeout: float = 10) -> None:
         """Close the connection and stop the I/O thread; unconfirmed publishes fail."""
-        if self._thread.is_alive():
+        if self._io.is_alive():
             self._call(self._begin_close)
-            self._thread.join(timeout)
+            self._io.join(timeout)
         else:
-            with self._wake_lock:
-                self._stopped = True
-            self._run_calls()
-            self._fail_unsent(LinkClosedError("the AMQP link was never started"))
+            self._io.mark_stopped()
+            self._io.run_calls()
+            self._outbox.fail_all(LinkClosedError("the AMQP link was never started"))
         self._closed.set()
 
     # -- plumbing between threads -------------------------------------------------------------
 
     def _call(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the I/O thread; one wake-up serves every call queued meanwhile."""
-        if threading.get_ident() == self._thread.ident:
-            fn()  # already there (a confirm callback acking a task): no round trip
-            return
-        with self._wake_lock:
-            stopped = self._stopped
-            if not stopped:
-                self._calls.append(fn)
-                wake = not self._wake_pending
-                self._wake_pending = True
-        if stopped:
-            fn()  # the loop is gone: the callee sees a closed link and fails what it must
-        elif wake:
-            self._ioloop.add_callback_threadsafe(self._run_calls)
-
-    def _run_calls(self) -> None:
-        with self._wake_lock:
-            self._wake_pending = False
-        while self._calls:
-            fn = self._calls.popleft()
-            try:
-                fn()
-            except Exception:
-                log.exception("Failed an operation on the AMQP link")
+        self._io.call(fn)
 
     def _run(self) -> None:
         self._connect()
         self._ioloop.start()
         # The loop stopped: nothing will ever confirm what is left.
-        with self._wake_lock:
-            self._stopped = True
+        self._io.mark_stopped()
         self._closed.set()
         self._connected.clear()
-        self._run_calls()
-        self._fail_unsent(LinkClosedError("the AMQP link was closed"))
+        self._io.run_calls()
+        self._outbox.fail_all(LinkClosedError("the AMQP link was closed"))
 
     # -- connection, I/O thread ---------------------------------------------------------------
 
@@ -284,7 +186,7 @@ class Link:
         self._publisher = self._subscriber = None
         self._consumer_tag = None
         self._connected.clear()
-        self._requeue_unconfirmed()
+        self._outbox.requeue_unconfirmed()
         if self._closing:
             self._ioloop.stop()
         else:
@@ -313,10 +215,8 @@ class Link:
             # exist): sending the same messages again would close it again, so they fail.
             self._publisher = None
             self._connected.clear()
-            self._returned.clear()
-            error = BrokerError(f"the broker closed the publishing channel: {code} {text}")
-            for outgoing in self._confirms.reset():
-                _fail(outgoing.future, error)
+            self._outbox.fail_unconfirmed(
+                BrokerError(f"the broker closed the publishing channel: {code} {text}"))
             log.warning("Closed publishing channel code=%s reason=%s", code, text)
             connection.channel(on_open_callback=self._on_publisher_open)
         elif channel is self._subscriber:
@@ -333,64 +233,21 @@ class Link:
 
     def _on_publisher_open(self, channel: Channel) -> None:
         channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_return_callback(self._on_return)
-        channel.confirm_delivery(ack_nack_callback=self._on_confirm,
+        channel.add_on_return_callback(
+            lambda _channel, _method, properties, _body: self._outbox.returned(properties))
+        channel.confirm_delivery(ack_nack_callback=self._outbox.confirmed,
                                  callback=lambda _frame: self._publisher_ready(channel))
 
     def _publisher_ready(self, channel: Channel) -> None:
         self._publisher = channel
         self._connected.set()
-        self._flush()
+        self._outbox.send(channel)
 
-    def _enqueue(self, outgoing: _Outgoing) -> None:
+    def _enqueue(self, outgoing: Outgoing) -> None:
         if self._closing or self._closed.is_set():
-            _fail(outgoing.future, LinkClosedError("the AMQP link is closed"))
+            outgoing.future.fail(LinkClosedError("the AMQP link is closed"))
             return
-        self._outbox.append(outgoing)
-        self._flush()
-
-    def _flush(self) -> None:
-        channel = self._publisher
-        while self._outbox and channel is not None and channel.is_open:
-            outgoing = self._outbox[0]
-            channel.basic_publish(outgoing.exchange, outgoing.routing_key, outgoing.body,
-                                  outgoing.properties, mandatory=outgoing.mandatory)
-            self._outbox.popleft()
-            self._confirms.sent(outgoing)
-
-    def _on_return(self, _channel: Channel, _method: Basic.Return,
-                   properties: BasicProperties, _body: bytes) -> None:
-        # A return always precedes the confirm of the same message on the same channel.
-        key = properties.message_id or ""
-        self._returned[key] = self._returned.get(key, 0) + 1
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        acked = isinstance(method, Basic.Ack)
-        for outgoing in self._confirms.settle(method.delivery_tag, method.multiple):
-            key = outgoing.properties.message_id or ""
-            if self._returned.get(key):
-                self._returned[key] -= 1
-                if not self._returned[key]:
-                    del self._returned[key]
-                _fail(outgoing.future, UnroutableError(
-                    f"no queue is bound to exchange {outgoing.exchange or '(default)'!r}"
-                    f" with routing key {outgoing.routing_key!r}"))
-            elif acked:
-                outgoing.future.confirm()
-            else:
-                _fail(outgoing.future, PublishRejectedError(
-                    f"the broker refused a message for {outgoing.routing_key!r}"))
-
-    def _requeue_unconfirmed(self) -> None:
-        """Unconfirmed messages go back to the front of the outbox, in their order."""
-        self._returned.clear()
-        self._outbox.extendleft(reversed(self._confirms.reset()))
-
-    def _fail_unsent(self, error: BrokerError) -> None:
-        self._requeue_unconfirmed()
-        while self._outbox:
-            _fail(self._outbox.popleft().future, error)
+        self._outbox.add(outgoing, self._publisher)
 
     # -- consuming, I/O thread ----------------------------------------------------------------
 
@@ -455,6 +312,10 @@ class Link:
     def _is_subscriber(self, channel: Channel) -> bool:
         return channel is self._subscriber
 
+    def settle(self, channel: Channel, tag: int, how: str) -> None:
+        """Settle a delivery (`ack`, `requeue`, `reject`) from any thread; used by Delivery."""
+        self._call(lambda: self._settle(channel, tag, how))
+
     def _settle(self, channel: Channel, tag: int, how: str) -> None:
         if not self._is_subscriber(channel) or not channel.is_open:
             # The channel it came on is gone, and with it the broker requeued the message:
@@ -465,7 +326,3 @@ class Link:
             channel.basic_ack(tag)
         else:
             channel.basic_nack(tag, requeue=how == "requeue")
-
-
-def _fail(future: Confirmation, error: BaseException) -> None:
-    future.fail(error)

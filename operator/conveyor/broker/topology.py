@@ -23,12 +23,16 @@ DEAD_LETTER_EXCHANGE: Final = ""
 
 @dataclass(frozen=True)
 class Exchange:
+    """An exchange Conveyor declares (durable)."""
+
     name: str
     type: Literal["direct", "topic"]
 
 
 @dataclass(frozen=True)
 class Queue:
+    """A queue Conveyor declares (durable), with the arguments RabbitMQ is told."""
+
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
 

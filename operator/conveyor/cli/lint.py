@@ -49,6 +49,8 @@ _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 @dataclass(frozen=True)
 class Finding:
+    """One problem `conveyor lint` found, with its file, line and the stage that found it."""
+
     file: str
     line: int
     stage: str  # yaml | admission | operator

@@ -3,7 +3,9 @@
 Its public face, all a caller needs:
 
     progress    RunState / TaskState: the in-memory progress of one run
-    rules       new_run, seed, admit, apply: (progress, signal, now) -> actions
+    rules       new_run, seed, admit, apply: (progress, signal, now) -> actions, stating
+                the rules; `stepping` (one signal) and `tasks` (what happens to tasks)
+                carry them out
     status      to_status / from_status: progress to the WorkflowRun status and back
     signals     what the engine is told: Start, Cancel, Tick, Task* reports of workers
     actions     what it decides: Publish, SetTimer, EmitRunEvent, Persist
@@ -12,18 +14,8 @@ The operator owns the clock and the I/O; the engine owns the rules.
 """
 
 from conveyor.engine.actions import Action, EmitRunEvent, Persist, Publish, SetTimer
-from conveyor.engine.progress import RUN_TERMINAL, TERMINAL, RunState, TaskState
-from conveyor.engine.rules import (
-    OUTPUT_LIMIT,
-    RUN_OUTPUTS_LIMIT,
-    TASK_OUTPUTS_LIMIT,
-    admit,
-    apply,
-    new_run,
-    parse_attempt_id,
-    seed,
-    to_ms,
-)
+from conveyor.engine.progress import RUN_TERMINAL, TERMINAL, RunState, TaskState, to_ms
+from conveyor.engine.rules import admit, apply, new_run, seed
 from conveyor.engine.signals import (
     AttemptSignal,
     Cancel,
@@ -37,6 +29,8 @@ from conveyor.engine.signals import (
     from_message,
 )
 from conveyor.engine.status import format_time, from_status, parse_time, to_status
+from conveyor.engine.tasks import OUTPUT_LIMIT, RUN_OUTPUTS_LIMIT, TASK_OUTPUTS_LIMIT
+from conveyor.names import parse_attempt_id
 
 __all__ = [
     "OUTPUT_LIMIT",

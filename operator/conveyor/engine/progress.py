@@ -11,6 +11,7 @@ dispatched in index order, so the instances never dispatched are always a suffix
 (`next_index` onwards): the status can summarise items as counts and a run-length string.
 """
 
+import heapq
 import json
 from typing import Any
 
@@ -165,3 +166,29 @@ class RunState:
         if self.started_at is None or self.workflow.deadline_ms is None:
             return None
         return self.started_at + self.workflow.deadline_ms
+
+
+def to_ms(seconds: float) -> int:
+    """Engine time: integer milliseconds, so status round-trips exactly."""
+    return round(seconds * 1000)
+
+
+def next_timer(run: RunState) -> float | None:
+    """When the run's next timer is due (epoch seconds), dropping stale entries first."""
+    timers = run.timers
+    while timers and not timer_valid(run, timers[0]):
+        heapq.heappop(timers)
+    run.timer_at = timers[0][0] if timers else None
+    return None if run.timer_at is None else run.timer_at / 1000
+
+
+def timer_valid(run: RunState, timer: tuple[int, int, int, int, int]) -> bool:
+    """Whether a heap entry still stands for a timer the state holds."""
+    due, kind, position, index, attempt = timer
+    if kind == DEADLINE_TIMER:
+        return run.phase == "Running"
+    task = run.tasks[position]
+    if task.phase in TERMINAL or index >= task.total or task.due.get(index) != due:
+        return False
+    wanted = RETRYING if kind == RETRY_TIMER else RUNNING
+    return task.phases[index] == wanted and task.attempt_of[index] == attempt

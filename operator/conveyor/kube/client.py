@@ -23,6 +23,8 @@ JSON_PATCH = "application/json-patch+json"
 
 @dataclass(frozen=True)
 class DeploymentState:
+    """A worker Deployment as listed: its pool and its replicas."""
+
     name: str
     workflow: str
     task_type: str

@@ -36,6 +36,8 @@ def _now_text() -> str:
 
 @dataclass
 class LeaderElector:
+    """Holds the operator's Lease so that one replica acts; see the module for how."""
+
     kube: Kube
     namespace: str
     name: str

@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 
 class Metrics:
+    """The operator's Prometheus metrics, in a registry of their own."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

@@ -36,6 +36,8 @@ PoolKey = tuple[str, str, str]  # namespace, workflow, task type
 
 @dataclass
 class Pool:
+    """One worker pool (task type): its scaling policy and state, and its last figures."""
+
     key: PoolKey
     policy: Scaling
     state: scaling.PoolState

@@ -15,6 +15,7 @@ from conveyor import names
 from conveyor.broker import Admin
 from conveyor.children import amqp_secret, worker_deployment
 from conveyor.conditions import set_condition
+from conveyor.errors import ConveyorError
 from conveyor.models import WorkflowSpec
 from conveyor.operator.pools import PoolManager
 from conveyor.operator.runs import RunManager
@@ -25,7 +26,7 @@ from conveyor.operator.workflows import WorkflowEntry, Workflows
 log = logging.getLogger("conveyor.operator.reconcile")
 
 
-class Retry(Exception):  # noqa: N818 - a signal to the handler, not an error
+class Retry(ConveyorError):  # noqa: N818 - a signal to the handler, not an error
     """Not done yet: the kopf handler turns this into TemporaryError(delay)."""
 
     def __init__(self, message: str, delay: float) -> None:

@@ -17,6 +17,8 @@ class SettingsError(ConveyorError):
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything the operator is configured with; see `load` for where each comes from."""
+
     broker: BrokerSettings
     """The RabbitMQ broker (`--amqp-url`, `CONVEYOR_AMQP_URL`); the password is never logged."""
     namespaces: tuple[str, ...] = ()

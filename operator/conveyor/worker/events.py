@@ -29,6 +29,8 @@ Status = Literal["started", "heartbeat", "succeeded", "failed"]
 
 
 class EventSender:
+    """Publishes a worker's TaskEvents with confirms, resending until confirmed."""
+
     def __init__(self, link: Link, worker: str) -> None:
         self._link = link
         self._worker = worker

@@ -14,6 +14,8 @@ OUTCOMES = ("succeeded", "failed", "retryable", "requeued")
 
 
 class Metrics:
+    """A worker's Prometheus metrics, in a registry of their own."""
+
     def __init__(self, task_type: str) -> None:
         self.registry = CollectorRegistry()
         self.task_type = task_type

@@ -57,6 +57,8 @@ class _Job:
 
 
 class Worker:
+    """Serves one task type: deliveries to a thread pool, events back, acks, shutdown."""
+
     def __init__(self, settings: WorkerSettings, definition: TaskDefinition, link: Link,
                  metrics: Metrics) -> None:
         self._settings = settings

@@ -22,6 +22,8 @@ DEFAULT_HEARTBEAT_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    """Everything a worker is configured with, from its environment."""
+
     module: str
     broker: BrokerSettings
     queue: str

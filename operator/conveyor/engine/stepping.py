@@ -1,0 +1,189 @@
+"""One application of one signal to a run: `Step` turns the signal into changes of the run's
+progress and the actions that follow, then lets ended tasks release their dependents until
+nothing more follows. Task-level changes are in tasks.py; the rules in rules.py.
+"""
+
+import heapq
+from typing import Any
+
+from conveyor.engine import actions as act
+from conveyor.engine import signals as sig
+from conveyor.engine.progress import (
+    CANCELLED_REASON,
+    DEADLINE_EXCEEDED,
+    DEADLINE_TIMER,
+    ERROR,
+    QUEUED,
+    RETRY_TIMER,
+    RUN_TERMINAL,
+    RUNNING,
+    TERMINAL,
+    TIMEOUT,
+    UPSTREAM_FAILED,
+    json_size,
+    timer_valid,
+)
+from conveyor.engine.tasks import TASK_OUTPUTS_LIMIT, TaskSteps, describe
+from conveyor.errors import ExpressionError
+from conveyor.names import parse_attempt_id
+
+_ATTEMPT_SIGNALS = frozenset((sig.TaskStarted, sig.TaskHeartbeat, sig.TaskSucceeded,
+                              sig.TaskFailed))
+_IN_FLIGHT = (QUEUED, RUNNING)
+
+
+class Step(TaskSteps):
+    """One application of one signal: the actions gathered and whether anything changed."""
+
+    __slots__ = ()
+
+    # --- signals -------------------------------------------------------------------------
+
+    def handle(self, event: sig.Signal) -> None:
+        run = self.run
+        kind = type(event)
+        if kind in _ATTEMPT_SIGNALS:
+            if run.phase == "Running":
+                self.on_attempt(event)  # type: ignore[arg-type]
+        elif kind is sig.Tick:
+            if run.phase == "Running":
+                self.on_tick()
+        elif kind is sig.Start:
+            if run.phase == "Pending":
+                self.start()
+        elif kind is sig.Cancel and run.phase not in RUN_TERMINAL:
+            self.stop("Cancelled", CANCELLED_REASON, "cancelled: spec.cancel is true")
+
+    def start(self) -> None:
+        run = self.run
+        self.changed = True
+        run.phase = "Running"
+        run.started_at = self.now
+        self.actions.append(act.EmitRunEvent("Running"))
+        deadline = run.deadline_at
+        if deadline is not None:
+            heapq.heappush(run.timers, (deadline, DEADLINE_TIMER, 0, 0, 0))
+        main = run.tasks[: run.workflow.main_count]
+        # Tasks seeded from spec.reuse are Succeeded already: their dependents may be ready.
+        for task in main:
+            if task.phase == "Pending" and task.waiting == 0:
+                self.ready(task)
+        if run.main_terminal == run.workflow.main_count:  # every main task was reused
+            for final in run.tasks[run.workflow.main_count:]:
+                if not final.spec.depends_on and final.phase == "Pending":
+                    self.ready(final)
+
+    def on_attempt(self, event: sig.AttemptSignal) -> None:
+        parsed = parse_attempt_id(event.attempt_id)
+        if parsed is None:
+            return
+        uid, name, index, attempt = parsed
+        spec = self.run.workflow.by_name.get(name)
+        if uid != self.run.uid or spec is None:
+            return
+        task = self.run.tasks[spec.position]
+        if (spec.for_each is None) != (index is None):
+            return
+        i = index or 0
+        # Only the current attempt of an instance still in flight may change anything.
+        if (task.phase in TERMINAL or i >= len(task.phases) or task.attempt_of[i] != attempt
+                or task.phases[i] not in _IN_FLIGHT):
+            return
+        if isinstance(event, sig.TaskSucceeded):
+            self.succeed(task, i, event.outputs, event.worker)
+        elif isinstance(event, sig.TaskFailed):
+            self.attempt_failed(task, i, event.error, event.retryable, reason=ERROR,
+                                worker=event.worker)
+        elif task.phases[i] == QUEUED:  # started, or a heartbeat whose start was missed
+            self.begin(task, i, event.worker)
+
+    def on_tick(self) -> None:
+        run = self.run
+        while run.timers and run.timers[0][0] <= self.now:
+            timer = heapq.heappop(run.timers)
+            if not timer_valid(run, timer):
+                continue
+            _, kind, position, index, attempt = timer
+            if kind == DEADLINE_TIMER:
+                seconds = (run.workflow.deadline_ms or 0) // 1000
+                self.stop("Failed", DEADLINE_EXCEEDED, f"run exceeded its deadline of {seconds}s")
+                return
+            task = run.tasks[position]
+            self.changed = True
+            if kind == RETRY_TIMER:
+                task.due.pop(index, None)
+                self.dispatch(task, index, attempt + 1)
+            else:
+                seconds = (task.spec.timeout_ms or 0) // 1000
+                self.attempt_failed(task, index, f"attempt {attempt} timed out after {seconds}s",
+                                    True, reason=TIMEOUT, worker=None)
+            self.settle()
+
+    # --- tasks ended, dependents told ----------------------------------------------------
+
+    def settle(self) -> None:
+        """Tell dependents of every task that ended, until nothing more follows."""
+        run = self.run
+        tasks = run.tasks
+        while self.finished:
+            task = self.finished.popleft()
+            satisfied = task.phase == "Succeeded" or (
+                task.phase == "Skipped" and task.reason != UPSTREAM_FAILED
+            )
+            for position in task.spec.dependents:
+                dependent = tasks[position]
+                if dependent.phase != "Pending":
+                    continue
+                if satisfied:
+                    dependent.waiting -= 1
+                    if dependent.waiting == 0:
+                        self.ready(dependent)
+                else:
+                    self.finish(dependent, "Skipped", UPSTREAM_FAILED,
+                                f"dependency {task.spec.name} is {task.phase}")
+            if (not task.spec.is_finally and run.main_terminal == run.workflow.main_count
+                    and run.phase == "Running"):
+                for final in tasks[run.workflow.main_count:]:
+                    if not final.spec.depends_on and final.phase == "Pending":
+                        self.ready(final)
+        if run.phase == "Running" and run.terminal == len(tasks):
+            self.complete()
+
+    # --- the run -------------------------------------------------------------------------
+
+    def complete(self) -> None:
+        """Every task is terminal: the run succeeds with its outputs, or fails."""
+        run = self.run
+        outputs: dict[str, Any] | None = None
+        if not run.failed:
+            try:
+                outputs = run.workflow.outputs.render(self.variables())
+            except ExpressionError as error:
+                run.message = str(error)
+            else:
+                if not isinstance(outputs, dict):
+                    run.message = f"spec.outputs: expected a map, got {describe(outputs)}"
+                    outputs = None
+                elif json_size(outputs) > TASK_OUTPUTS_LIMIT:
+                    run.message = (f"spec.outputs: {json_size(outputs)} bytes exceed the "
+                                   f"{TASK_OUTPUTS_LIMIT}-byte limit")
+                    outputs = None
+        phase = "Succeeded" if outputs is not None else "Failed"
+        run.phase = phase
+        run.outputs = outputs
+        run.finished_at = self.now
+        self.actions.append(act.EmitRunEvent(phase, run.message, outputs))
+
+    def stop(self, phase: str, reason: str, message: str) -> None:
+        """Cancel or deadline: every task not ended is cancelled, finally tasks included."""
+        self.changed = True
+        run = self.run
+        for task in run.tasks:
+            if task.phase not in TERMINAL:
+                self.abandon(task)
+                self.finish(task, "Cancelled", reason, message)
+        self.finished.clear()
+        run.phase = phase
+        run.message = message
+        run.finished_at = self.now
+        self.actions.append(act.EmitRunEvent(phase, message))
