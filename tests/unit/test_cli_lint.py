@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from conveyor.cli import lint, main
+from conveyor.cli import admission, lint, main
 from unit.cli_manifests import CASES, HEAD, manifest
 
 
@@ -59,9 +59,9 @@ def test_invalid_yaml_is_reported_at_its_line() -> None:
 
 def test_locate_maps_a_place_to_the_line_of_its_node() -> None:
     node = yaml.compose(manifest("- name: a\n  type: work\n  dependsOn:\n  - x\n  - y\n"))
-    assert lint.locate(node, lint.parse_path("spec.tasks[0].dependsOn[1]")) == 14
-    assert lint.locate(node, lint.parse_path("spec.tasks[0].missing")) == 10
-    assert lint.format_path(lint.parse_path("spec.tasks[2].dependsOn")) == \
+    assert lint.locate(node, admission.parse_path("spec.tasks[0].dependsOn[1]")) == 14
+    assert lint.locate(node, admission.parse_path("spec.tasks[0].missing")) == 10
+    assert admission.format_path(admission.parse_path("spec.tasks[2].dependsOn")) == \
         "spec.tasks[2].dependsOn"
 
 
