@@ -14,7 +14,14 @@ The operator owns the clock and the I/O; the engine owns the rules.
 """
 
 from conveyor.engine.actions import Action, EmitRunEvent, Persist, Publish, SetTimer
-from conveyor.engine.progress import RUN_TERMINAL, TERMINAL, RunState, TaskState, to_ms
+from conveyor.engine.progress import (
+    RUN_TERMINAL,
+    TERMINAL,
+    RunState,
+    TaskState,
+    next_timer,
+    to_ms,
+)
 from conveyor.engine.rules import admit, apply, new_run, seed
 from conveyor.engine.signals import (
     AttemptSignal,
@@ -60,6 +67,7 @@ __all__ = [
     "from_message",
     "from_status",
     "new_run",
+    "next_timer",
     "parse_attempt_id",
     "parse_time",
     "seed",

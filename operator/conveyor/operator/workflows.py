@@ -9,6 +9,7 @@ is rebuilt from that snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class Workflows:
         self._cache = WorkflowCache()
         self._entries: dict[tuple[str, str], WorkflowEntry] = {}
         self._snapshotted: set[tuple[str, int]] = set()
+        # Snapshot writes under way: the runs that need one wait on the same write, and so
+        # resume in the order they asked (their admission order), whenever it answers.
+        self._pinning: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._listeners: list[Callable[[str, str], None]] = []
 
     def on_change(self, listener: Callable[[str, str], None]) -> None:
@@ -135,18 +139,27 @@ class Workflows:
 
     async def pin(self, namespace: str, name: str, compiled: CompiledWorkflow) -> None:
         """Keep `compiled`'s spec for the runs that start on it (idempotent, once per
-        generation per operator)."""
+        generation per operator: callers meanwhile share the one write)."""
         key = (compiled.uid, compiled.generation)
         if key in self._snapshotted:
             return
         entry = self._entries.get((namespace, name))
         if entry is None or entry.generation != compiled.generation:
             return  # only the current generation can start runs; it is pinned then
+        writing = self._pinning.get(key)
+        if writing is None:
+            writing = asyncio.ensure_future(self._snapshot(entry, key))
+            self._pinning[key] = writing
+            writing.add_done_callback(lambda _: self._pinning.pop(key, None))
+        await asyncio.shield(writing)
+
+    async def _snapshot(self, entry: WorkflowEntry, key: tuple[str, int]) -> None:
+        namespace, name, generation = entry.owner.namespace, entry.owner.name, key[1]
         manifest = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": snapshot_name(name, compiled.generation),
+                "name": snapshot_name(name, generation),
                 "namespace": namespace,
                 "labels": {names.LABEL_WORKFLOW: name, names.LABEL_MANAGED_BY:
                            names.FIELD_MANAGER},

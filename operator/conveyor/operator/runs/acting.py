@@ -59,6 +59,14 @@ class Actor:
             self._on_phase_change()
         return bool(actions)
 
+    def resume(self, run: ActiveRun) -> None:
+        """A run rebuilt from its status: handle what fell due while no operator ran, and arm
+        the timer of what is still ahead (a Tick that changes nothing returns no SetTimer)."""
+        state = run.state
+        assert state is not None
+        if not self.apply(run, engine.Tick()):
+            self._arm(run, engine.next_timer(state))
+
     def _arm(self, run: ActiveRun, at: float | None) -> None:
         if run.timer is not None:
             run.timer.cancel()

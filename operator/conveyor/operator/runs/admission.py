@@ -34,6 +34,9 @@ class Admission:
         self._pending[key].append(run.ref.uid)
         self._mark(run)
         self.admit(*key)
+        state = run.state
+        if not run.admitted and state is not None and state.message is None:
+            state.message = waiting_message(self.active(*key), run.ref.workflow)
 
     def hold(self, run: ActiveRun) -> None:
         """A run that was already running (rebuilt after a restart) keeps its slot."""

@@ -42,7 +42,7 @@ from conveyor.operator.runs.acting import Actor
 from conveyor.operator.runs.admission import Admission
 from conveyor.operator.runs.attempts import Attempts
 from conveyor.operator.runs.expiry import Expiry
-from conveyor.operator.runs.flushing import Flusher
+from conveyor.operator.runs.flushing import RETRY_SECONDS, Flusher
 from conveyor.operator.runs.records import ActiveRun, RunRef
 from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
 from conveyor.operator.settings import Settings
@@ -59,7 +59,7 @@ class RunManager:
     def __init__(self, settings: Settings, kube: KubeApi, link: BrokerLink,
                  workflows: Workflows, *, metrics: Metrics,
                  on_dispatch: Callable[[str, str, str], None],
-                 retry_seconds: float | None = None) -> None:
+                 retry_seconds: float = RETRY_SECONDS) -> None:
         self._kube = kube
         self._link = link
         self._workflows = workflows
@@ -68,11 +68,12 @@ class RunManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.runs: dict[str, ActiveRun] = {}
         self._parked: dict[str, list[Delivery]] = defaultdict(list)
-        extra = {} if retry_seconds is None else {"retry_seconds": retry_seconds}
+        self._retry_seconds = retry_seconds  # after a failed API call that may succeed later
         self.flusher = Flusher(kube, link, metrics, interval=settings.status_interval,
                                writes_per_second=settings.writes_per_second,
                                spawn=self._spawn, current=self._current,
-                               on_gone=self._gone, on_written=self._written, **extra)
+                               on_gone=self._gone, on_written=self._written,
+                               retry_seconds=retry_seconds)
         self.actor = Actor(self.runs, link, self.flusher, metrics, on_dispatch=on_dispatch,
                            on_phase_change=self._count_phases)
         self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
@@ -168,6 +169,7 @@ class RunManager:
                 run.state = engine.from_status(compiled, ref.uid, run.inputs, status)
                 run.written_tasks = {t["name"]: t.get("phase", "")
                                      for t in status.get("tasks") or []}
+                run.written_tasks[kube_events.RUN_KEY] = status["phase"]  # announced too
                 log.info("Run resumed run=%s/%s phase=%s", ref.namespace, ref.name,
                          run.state.phase)
             else:
@@ -183,7 +185,17 @@ class RunManager:
                 run.waiting = (error.reason, str(error))
                 await self._write_waiting(run)
             return
-        except (InvalidStatusError, ConveyorError, KubeError) as error:
+        except KubeError as error:
+            if error.retryable:  # the API server did not answer, or not yet: try again
+                log.warning("Run activation failed; retrying run=%s/%s error=%s",
+                            ref.namespace, ref.name, error)
+                self._retry_activation(run, status, cancel)
+                return
+            log.error("Run could not be rebuilt run=%s/%s error=%s", ref.namespace, ref.name,
+                      error)
+            await self._end_unstarted(run, "Failed", "InvalidStatus", str(error))
+            return
+        except (InvalidStatusError, ConveyorError) as error:
             log.error("Run could not be rebuilt run=%s/%s error=%s", ref.namespace, ref.name,
                       error)
             await self._end_unstarted(run, "Failed", "InvalidStatus", str(error))
@@ -195,12 +207,19 @@ class RunManager:
             self.admission.enqueue(run)
         else:
             self.admission.hold(run)
-            self.actor.apply(run, engine.Tick())
+            self.actor.resume(run)
         if cancel or run.cancel_sent:
             self._cancel(run)
         for delivery in self._parked.pop(ref.uid, []):
             self.deliver(delivery)
         self._count_phases()
+
+    def _retry_activation(self, run: ActiveRun, status: dict[str, Any], cancel: bool) -> None:
+        def again() -> None:
+            if self.runs.get(run.ref.uid) is run and run.state is None:
+                self._spawn(self._activate(run, status, cancel))
+
+        asyncio.get_running_loop().call_later(self._retry_seconds, again)
 
     def _workflow_changed(self, namespace: str, name: str) -> None:
         """A Workflow appeared or changed: runs waiting for it try again."""
