@@ -1,6 +1,7 @@
 """The run loop: tracks the WorkflowRuns the API server reports, rebuilds each from its status,
 and routes worker events to them; the other jobs are done by the parts it wires together:
 
+    rebuilding  a run's engine state, from its status or new       (rebuilding.py)
     admission   maxActiveRuns: who holds a slot, who waits        (admission.py)
     acting      a signal through the engine, its actions done      (acting.py)
     flushing    coalesced, bounded, ordered status writes          (flushing.py)
@@ -43,6 +44,7 @@ from conveyor.operator.runs.admission import Admission
 from conveyor.operator.runs.attempts import Attempts
 from conveyor.operator.runs.expiry import Expiry
 from conveyor.operator.runs.flushing import RETRY_SECONDS, Flusher
+from conveyor.operator.runs.rebuilding import give_state
 from conveyor.operator.runs.records import ActiveRun, RunRef
 from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
 from conveyor.operator.settings import Settings
@@ -163,20 +165,7 @@ class RunManager:
         ref = run.ref
         generation = status.get("workflowGeneration")
         try:
-            if generation is not None and status.get("phase"):
-                compiled = await self._workflows.generation(ref.namespace, ref.workflow,
-                                                            int(generation))
-                run.state = engine.from_status(compiled, ref.uid, run.inputs, status)
-                run.written_tasks = {t["name"]: t.get("phase", "")
-                                     for t in status.get("tasks") or []}
-                run.written_tasks[kube_events.RUN_KEY] = status["phase"]  # announced too
-                log.info("Run resumed run=%s/%s phase=%s", ref.namespace, ref.name,
-                         run.state.phase)
-            else:
-                compiled = self._workflows.current(ref.namespace, ref.workflow)
-                await self._workflows.pin(ref.namespace, ref.workflow, compiled)
-                run.state = engine.new_run(compiled, ref.uid, run.inputs, time.time(),
-                                           reuse=run.reuse)
+            state = await give_state(self._workflows, run, status)
         except WorkflowUnavailableError as error:
             if generation is not None and error.reason == "WorkflowGenerationLost":
                 await self._end_unstarted(run, "Failed", error.reason, str(error))
@@ -203,7 +192,7 @@ class RunManager:
         if self.runs.get(ref.uid) is not run:
             return  # deleted meanwhile
         run.waiting = None
-        if run.state.phase == "Pending":
+        if state.phase == "Pending":
             self.admission.enqueue(run)
         else:
             self.admission.hold(run)
