@@ -1,6 +1,9 @@
-"""`AsyncKube`: every failure of a blocking `Kube` call leaves as a `KubeError`, so the run loop
-catches one type; a call that got no answer is status 0 and retryable, its cause chained, and
-its message names the kind of failure, never the URL (which may carry credentials)."""
+"""The Kubernetes adapter fails only with `KubeError`, so the run loop (through `AsyncKube`)
+and the leader election (on its own thread) catch one type: a call that got no answer is
+status 0 and retryable, its cause chained, and its message names the kind of failure, never
+the URL (which may carry credentials). The calls go through the real `Kube` methods and the
+real generated client, over an `ApiClient` whose transport fails as the test says.
+"""
 
 from __future__ import annotations
 
@@ -12,38 +15,29 @@ from typing import Any, cast
 
 import pytest
 import urllib3.exceptions
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from conveyor.kube import AsyncKube, Kube, KubeError
-from conveyor.kube.errors import api_error
 
 SECRET_URL = "https://admin:s3cret-token@10.0.0.1:6443/apis/conveyor.dev/v1alpha1/x"
 
 
-class StubKube:
-    """Stands in for `Kube`: every call raises what the test says, or answers `result`."""
+class FailingApiClient(client.ApiClient):  # type: ignore[misc]
+    """The generated client's one way out to the network, failing with `error`."""
 
-    def __init__(self, error: BaseException | None = None, result: Any = None) -> None:
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(client.Configuration(host="https://127.0.0.1:1"))
         self.error = error
-        self.result = result
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.calls: list[tuple[str, str]] = []
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        def call(*args: Any) -> Any:
-            self.calls.append((name, args))
-            if self.error is not None:
-                raise self.error
-            return self.result
-
-        call.__name__ = name
-        return call
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((method, url))
+        raise self.error
 
 
-def facade(stub: StubKube) -> AsyncKube:
-    return AsyncKube(cast(Kube, stub))
+def kube(error: BaseException) -> Kube:
+    return Kube(FailingApiClient(error))
 
 
 NO_ANSWER: dict[str, Callable[[], BaseException]] = {
@@ -80,9 +74,9 @@ CALLS: list[tuple[str, tuple[Any, ...]]] = [
 def test_a_call_that_got_no_answer_leaves_as_a_retryable_kube_error(
         make: Callable[[], BaseException]) -> None:
     cause = make()
-    kube = facade(StubKube(cause))
     with pytest.raises(KubeError) as caught:
-        asyncio.run(kube.replace_status("workflowruns", "ns", "r1", {"phase": "Running"}))
+        asyncio.run(AsyncKube(kube(cause)).replace_status("workflowruns", "ns", "r1",
+                                                          {"phase": "Running"}))
     error = caught.value
     assert error.status == 0 and error.retryable and not error.not_found
     # Chained; asyncio re-creates a TimeoutError crossing from the thread (same type, args).
@@ -97,43 +91,56 @@ def test_a_call_that_got_no_answer_leaves_as_a_retryable_kube_error(
 
 @pytest.mark.parametrize(("method", "args"), CALLS, ids=[c[0] for c in CALLS])
 def test_every_call_maps_transport_errors(method: str, args: tuple[Any, ...]) -> None:
-    stub = StubKube(ConnectionRefusedError(111, "Connection refused"))
+    adapter = kube(ConnectionRefusedError(111, "Connection refused"))
     with pytest.raises(KubeError) as caught:
-        asyncio.run(getattr(facade(stub), method)(*args))
+        asyncio.run(getattr(AsyncKube(adapter), method)(*args))
     assert caught.value.status == 0
     assert str(caught.value).startswith(method.replace("_", " ") + ":")
-    assert stub.calls == [(method, args)], "called once, with the arguments given"
+    assert len(cast(FailingApiClient, adapter.api).calls) == 1, "called once"
 
 
-@pytest.mark.parametrize("status", [404, 409, 422, 500])
-def test_a_kube_error_from_the_client_passes_through_unchanged(status: int) -> None:
-    raised = api_error("replace status of workflowruns/r1 in ns",
-                       ApiException(status=status, reason="Reason"))
+@pytest.mark.parametrize("method", ["get_lease", "create_lease", "replace_lease"])
+def test_the_leader_elections_blocking_calls_map_transport_errors_too(method: str) -> None:
+    """The election renews from a thread of its own: an unmapped error there would end the
+    renewals silently while the replica keeps acting."""
+    args = {"get_lease": ("ns", "lease"), "create_lease": ("ns", "lease", {}),
+            "replace_lease": ("ns", "lease", "7", {})}[method]
     with pytest.raises(KubeError) as caught:
-        asyncio.run(facade(StubKube(raised)).replace_status("workflowruns", "ns", "r1", {}))
-    assert caught.value is raised
-    assert caught.value.status == status
-    assert caught.value.not_found == (status == 404)
+        getattr(kube(urllib3.exceptions.MaxRetryError(None, "/x")), method)(*args)  # type: ignore[arg-type]
+    assert caught.value.status == 0 and caught.value.retryable
 
 
-def test_an_api_exception_that_slipped_through_is_mapped_with_its_status() -> None:
-    raised = ApiException(status=503, reason="Service Unavailable")
+def test_a_refused_connection_on_loopback_is_a_kube_error() -> None:
+    """No stub: a real connection attempt to a closed loopback port, no retries."""
+    configuration = client.Configuration(host="https://127.0.0.1:1")
+    configuration.retries = 0
+    with pytest.raises(KubeError) as caught:
+        Kube(client.ApiClient(configuration)).list_pods("ns", {})
+    assert caught.value.status == 0 and caught.value.retryable
+    assert "cannot reach the API server" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [404, 409, 422, 500, 503])
+def test_an_error_answer_keeps_its_status(status: int) -> None:
+    raised = ApiException(status=status, reason="Reason")
     raised.body = '{"message": "etcdserver: leader changed"}'
     with pytest.raises(KubeError) as caught:
-        asyncio.run(facade(StubKube(raised)).delete_run("ns", "r1", "uid-r1"))
-    assert caught.value.status == 503 and caught.value.retryable
-    assert str(caught.value) == "delete run: etcdserver: leader changed"
+        asyncio.run(AsyncKube(kube(raised)).replace_status("workflowruns", "ns", "r1", {}))
+    assert caught.value.status == status
+    assert caught.value.not_found == (status == 404)
+    assert caught.value.retryable == (status in (500, 503))
+    assert str(caught.value) == ("replace status of workflowruns/r1 in ns: "
+                                 "etcdserver: leader changed")
     assert caught.value.__cause__ is raised
 
 
 def test_other_errors_are_not_disguised() -> None:
     """A bug (not a transport failure) is not turned into a retryable KubeError."""
     with pytest.raises(ValueError, match="bug"):
-        asyncio.run(facade(StubKube(ValueError("bug"))).list_pods("ns", {}))
+        asyncio.run(AsyncKube(kube(ValueError("bug"))).list_pods("ns", {}))
 
 
 def test_answers_come_back_and_calls_run_off_the_loop() -> None:
-    stub = StubKube(result={"spec.json": "{}"})
     seen: list[bool] = []
 
     def probe(*_: Any) -> dict[str, str]:
@@ -144,8 +151,7 @@ def test_answers_come_back_and_calls_run_off_the_loop() -> None:
             seen.append(False)
         return {"spec.json": "{}"}
 
-    kube = facade(stub)
-    assert asyncio.run(kube.get_config_map_data("ns", "cm")) == {"spec.json": "{}"}
-    kube.sync = cast(Kube, type("Probe", (), {"get_config_map_data": staticmethod(probe)})())
-    assert asyncio.run(kube.get_config_map_data("ns", "cm")) == {"spec.json": "{}"}
+    stub = type("Probe", (), {"get_config_map_data": staticmethod(probe)})()
+    facade = AsyncKube(cast(Kube, stub))
+    assert asyncio.run(facade.get_config_map_data("ns", "cm")) == {"spec.json": "{}"}
     assert seen == [False], "the blocking call ran in a worker thread, not on the loop"

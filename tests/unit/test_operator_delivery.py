@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from conveyor import engine
 from conveyor.broker.errors import LinkClosedError, PublishRejectedError
 from conveyor.kube import KubeError
-from conveyor.kube.errors import api_error, to_kube_error
+from conveyor.kube.errors import api_error, transport_error
 from conveyor.models import TaskMessage
 from conveyor.names import EVENTS_EXCHANGE
 from conveyor.operator.runs.admission import waiting_message
@@ -96,9 +96,9 @@ def assert_acked_after_its_effect(bed: Bed, delivery: FakeDelivery,
 WRITE_ERRORS = {
     "http-500": lambda: api_error("replace status",
                                   ApiException(status=500, reason="Internal Server Error")),
-    "connection-refused": lambda: to_kube_error(
+    "connection-refused": lambda: transport_error(
         "replace status", ConnectionRefusedError(111, "Connection refused")),
-    "timeout": lambda: to_kube_error("replace status", TimeoutError("timed out")),
+    "timeout": lambda: transport_error("replace status", TimeoutError("timed out")),
     "gateway-timeout": lambda: KubeError("replace status: Gateway Timeout", 504),
     "not-a-kube-error": lambda: RuntimeError("a bug below the facade"),
 }
@@ -168,7 +168,7 @@ def test_transient_api_error_while_a_run_starts_is_retried_not_fatal() -> None:
     async def scenario() -> None:
         bed = Bed()
         bed.add_workflow(TWO_STEPS)
-        bed.kube.fail_next("apply_config_map", to_kube_error(
+        bed.kube.fail_next("apply_config_map", transport_error(
             "apply ConfigMap", ConnectionRefusedError(111, "Connection refused")))
         bed.start()
         bed.add_run("r1")

@@ -14,7 +14,6 @@ Exit codes (docs/cli.md):
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +45,6 @@ class Cluster:
     namespace_option: str | None
     _kube: CliKube | None = field(default=None, init=False)
     _namespace: str | None = field(default=None, init=False)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Cluster:
-        return cls(args.kubeconfig, args.context, args.namespace)
 
     def _connect(self) -> CliKube:
         if self._kube is None:

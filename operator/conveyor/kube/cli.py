@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from conveyor import names
 from conveyor.kube.client import MERGE, Kube
-from conveyor.kube.errors import CALL_ERRORS, KubeError, to_kube_error
+from conveyor.kube.errors import KubeError, answered, api_error
 
 CLI_FIELD_MANAGER = "conveyor-cli"
 
@@ -37,33 +37,37 @@ def load_cli_client(kubeconfig: str | None = None,
 class CliKube(Kube):
     """The calls the CLI makes on Workflows and WorkflowRuns."""
 
+    @answered
     def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none of that name."""
         try:
             return dict(self.custom.get_namespaced_custom_object(
                 names.GROUP, names.VERSION, namespace, plural, name))
-        except CALL_ERRORS as error:
-            if isinstance(error, ApiException) and error.status == 404:
+        except ApiException as error:
+            if error.status == 404:
                 return None
-            raise to_kube_error(f"get {plural}/{name} in {namespace}", error) from error
+            raise api_error(f"get {plural}/{name} in {namespace}", error) from error
 
+    @answered
     def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         try:
             found = self.custom.list_namespaced_custom_object(names.GROUP, names.VERSION,
                                                               namespace, plural)
-        except CALL_ERRORS as error:
-            raise to_kube_error(f"list {plural} in {namespace}", error) from error
+        except ApiException as error:
+            raise api_error(f"list {plural} in {namespace}", error) from error
         return [dict(item) for item in found.get("items", [])]
 
+    @answered
     def create_object(self, plural: str, namespace: str,
                       body: Mapping[str, Any]) -> dict[str, Any]:
         try:
             return dict(self.custom.create_namespaced_custom_object(
                 names.GROUP, names.VERSION, namespace, plural, dict(body),
                 field_manager=CLI_FIELD_MANAGER))
-        except CALL_ERRORS as error:
-            raise to_kube_error(f"create {plural} in {namespace}", error) from error
+        except ApiException as error:
+            raise api_error(f"create {plural} in {namespace}", error) from error
 
+    @answered
     def patch_object(self, plural: str, namespace: str, name: str,
                      patch: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch the object (its spec or metadata, not its status)."""
@@ -71,5 +75,5 @@ class CliKube(Kube):
             return dict(self.custom.patch_namespaced_custom_object(
                 names.GROUP, names.VERSION, namespace, plural, name, dict(patch),
                 field_manager=CLI_FIELD_MANAGER, _content_type=MERGE))
-        except CALL_ERRORS as error:
-            raise to_kube_error(f"patch {plural}/{name} in {namespace}", error) from error
+        except ApiException as error:
+            raise api_error(f"patch {plural}/{name} in {namespace}", error) from error

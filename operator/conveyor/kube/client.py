@@ -1,6 +1,8 @@
 """The operator's Kubernetes calls: blocking, meant for a worker thread (the async facade in
-`conveyor.kube.facade` runs them there). Every error leaves as a `KubeError`, the library's
-error chained as its cause; a 404 on delete counts as success.
+`conveyor.kube.facade` runs them there; the leader election calls them from a thread of its
+own). Every error leaves as a `KubeError`, the library's error chained as its cause: an answer
+that is an error through `api_error`, no answer at all (refused, reset, timed out, TLS)
+through `answered`. A 404 on delete counts as success.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from conveyor import names
-from conveyor.kube.errors import api_error
+from conveyor.kube.errors import answered, api_error
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -56,6 +58,7 @@ class Kube:
         self.coordination = client.CoordinationV1Api(self.api)
 
     # -- children of a Workflow ---------------------------------------------------------------
+    @answered
     def apply_deployment(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
         try:
@@ -67,6 +70,7 @@ class Kube:
             raise api_error(f"apply Deployment {meta['namespace']}/{meta['name']}",
                             error) from error
 
+    @answered
     def apply_secret(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
         try:
@@ -77,6 +81,7 @@ class Kube:
         except ApiException as error:
             raise api_error(f"apply Secret {meta['namespace']}/{meta['name']}", error) from error
 
+    @answered
     def apply_config_map(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
         try:
@@ -87,6 +92,7 @@ class Kube:
         except ApiException as error:
             raise api_error(f"apply ConfigMap {meta['namespace']}/{meta['name']}", error) from error
 
+    @answered
     def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
             found = self.core.read_namespaced_config_map(name, namespace)
@@ -96,6 +102,7 @@ class Kube:
             raise api_error(f"get ConfigMap {namespace}/{name}", error) from error
         return dict(found.data or {})
 
+    @answered
     def list_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[DeploymentState]:
         try:
             found = self.apps.list_namespaced_deployment(namespace,
@@ -113,6 +120,7 @@ class Kube:
             for d in found.items
         ]
 
+    @answered
     def delete_deployment(self, namespace: str, name: str) -> None:
         try:
             self.apps.delete_namespaced_deployment(name, namespace,
@@ -121,6 +129,7 @@ class Kube:
             if error.status != 404:
                 raise api_error(f"delete Deployment {namespace}/{name}", error) from error
 
+    @answered
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         try:
             self.apps.patch_namespaced_deployment_scale(
@@ -130,6 +139,7 @@ class Kube:
         except ApiException as error:
             raise api_error(f"scale Deployment {namespace}/{name}", error) from error
 
+    @answered
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
         try:
             found = self.core.list_namespaced_pod(namespace, label_selector=_selector(labels))
@@ -137,6 +147,7 @@ class Kube:
             raise api_error(f"list pods in {namespace}", error) from error
         return [p.metadata.name for p in found.items if not p.metadata.deletion_timestamp]
 
+    @answered
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         try:
             self.core.patch_namespaced_pod(
@@ -148,6 +159,7 @@ class Kube:
                 raise api_error(f"annotate pod {namespace}/{name}", error) from error
 
     # -- leader election -------------------------------------------------------------------
+    @answered
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             lease = self.coordination.read_namespaced_lease(name, namespace)
@@ -157,6 +169,7 @@ class Kube:
             raise api_error(f"get Lease {namespace}/{name}", error) from error
         return dict(self.api.sanitize_for_serialization(lease))
 
+    @answered
     def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
@@ -165,6 +178,7 @@ class Kube:
         except ApiException as error:
             raise api_error(f"create Lease {namespace}/{name}", error) from error
 
+    @answered
     def replace_lease(self, namespace: str, name: str, resource_version: str,
                       spec: Mapping[str, Any]) -> None:
         """Replace the Lease if it is still at `resource_version` (409 otherwise)."""
@@ -177,6 +191,7 @@ class Kube:
             raise api_error(f"replace Lease {namespace}/{name}", error) from error
 
     # -- Conveyor's own resources -------------------------------------------------------------
+    @answered
     def patch_status(self, plural: str, namespace: str, name: str,
                      status: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch `status` of a Workflow or WorkflowRun through the status subresource."""
@@ -188,6 +203,7 @@ class Kube:
         except ApiException as error:
             raise api_error(f"patch status of {plural}/{name} in {namespace}", error) from error
 
+    @answered
     def replace_status(self, plural: str, namespace: str, name: str,
                        status: Mapping[str, Any]) -> None:
         """Replace the whole status (fields left out are removed, unlike a merge patch)."""
@@ -200,6 +216,7 @@ class Kube:
         except ApiException as error:
             raise api_error(f"replace status of {plural}/{name} in {namespace}", error) from error
 
+    @answered
     def post_event(self, involved: Mapping[str, str], kind: str, reason: str,
                    message: str) -> None:
         """A core/v1 Event about `involved` (apiVersion, kind, namespace, name, uid)."""
@@ -222,6 +239,7 @@ class Kube:
             raise api_error(f"post Event on {involved['kind']} {involved['name']}",
                             error) from error
 
+    @answered
     def list_custom(self, plural: str, namespace: str | None = None,
                     limit: int | None = None) -> list[dict[str, Any]]:
         extra = {"limit": limit} if limit else {}
@@ -236,6 +254,7 @@ class Kube:
             raise api_error(f"list {plural}", error) from error
         return [dict(item) for item in found.get("items", [])]
 
+    @answered
     def create_run(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create a WorkflowRun; a KubeError with `.conflict` when the name is taken."""
         try:
@@ -246,6 +265,7 @@ class Kube:
         except ApiException as error:
             raise api_error(f"create WorkflowRun in {namespace}", error) from error
 
+    @answered
     def delete_run(self, namespace: str, name: str, uid: str | None = None) -> None:
         body = {"preconditions": {"uid": uid}} if uid else None
         try:

@@ -9,7 +9,10 @@ tree, and the mapping of everything the Kubernetes client, urllib3 and sockets r
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
@@ -59,16 +62,23 @@ def transport_error(what: str, error: BaseException) -> KubeError:
     return KubeError(f"{what}: cannot reach the API server ({type(error).__name__})")
 
 
-CALL_ERRORS = (ApiException, *TRANSPORT_ERRORS)
-"""Everything a call of the Kubernetes client raises when it fails: catch these, then map
-them with `to_kube_error`."""
+P = ParamSpec("P")
+T = TypeVar("T")
+S = TypeVar("S")
 
 
-def to_kube_error(what: str, error: BaseException) -> KubeError:
-    """The KubeError for whatever a call raised (already one: unchanged)."""
-    if isinstance(error, KubeError):
-        return error
-    if isinstance(error, ApiException):
-        return api_error(what, error)
-    return transport_error(what, error)
+def answered(call: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
+    """A method that fails only with `KubeError`: what the client lets through when no answer
+    came (urllib3's errors, sockets', TLS) is mapped here, so a caller on any thread (the run
+    loop's facade, the leader election's) catches one type and nothing dies unmapped."""
+    what = call.__name__.replace("_", " ")
+
+    @functools.wraps(call)
+    def mapped(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return call(self, *args, **kwargs)
+        except TRANSPORT_ERRORS as error:
+            raise transport_error(what, error) from error
+
+    return mapped
 

@@ -1,11 +1,9 @@
 """The operator's Kubernetes calls as coroutines: one async facade over the blocking client.
 
 Each call runs the blocking `Kube` method in a worker thread, so the operator's loop never
-waits on the network, and leaves with a `KubeError` whatever failed: the client's own
-`ApiException` is mapped by `Kube`, and what it lets through when no answer came at all
-(urllib3's `MaxRetryError` for a refused connection, a reset, a socket timeout) is mapped
-here. So the operator catches one error type, and a status write that got no answer keeps
-its run's pending work like any other failed write.
+waits on the network. `Kube` fails only with `KubeError` (an error answer and no answer at
+all alike, see `conveyor.kube.errors`), so the operator catches one error type, and a status
+write that got no answer keeps its run's pending work like any other failed write.
 
 The operator depends on the `KubeApi` Protocol (`conveyor.operator.seams`), which this class
 implements and the unit tests' in-memory fake implements too.
@@ -18,7 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from conveyor.kube.client import DeploymentState, Kube
-from conveyor.kube.errors import CALL_ERRORS, to_kube_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -31,10 +28,7 @@ class AsyncKube:
         self.sync = kube
 
     async def _call(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await asyncio.to_thread(call, *args, **kwargs)
-        except CALL_ERRORS as error:  # urllib3, sockets, TLS: no answer came
-            raise to_kube_error(call.__name__.replace("_", " "), error) from error
+        return await asyncio.to_thread(call, *args, **kwargs)
 
     # -- children of a Workflow ---------------------------------------------------------------
     async def apply_deployment(self, manifest: Mapping[str, Any]) -> None:

@@ -71,7 +71,6 @@ class PoolManager:
         self._urgent: set[PoolKey] = set()
         self._wake = asyncio.Event()
         self._written: dict[tuple[str, str], Any] = {}
-        self.broker_ok_at = 0.0
 
     # -- what the Workflow reconcile tells ----------------------------------------------------
     def register(self, namespace: str, workflow: str, task_type: str, spec: Scaling,
@@ -165,7 +164,6 @@ class PoolManager:
                 log.warning("Broker inspection failed error=%s", error)
                 self._drop_admin()
                 return
-        self.broker_ok_at = time.monotonic()
         for key, (queue, dead) in stats.items():
             pool = self.pools.get(key)
             if pool is None:
