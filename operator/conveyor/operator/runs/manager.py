@@ -1,11 +1,12 @@
-"""The run loop: tracks the WorkflowRuns the API server reports, rebuilds each from its status,
-and routes worker events to them; the other jobs are done by the parts it wires together:
+"""The run loop: tracks the WorkflowRuns the API server reports and gives each its engine
+state; the other jobs are done by the parts it wires together:
 
     rebuilding  a run's engine state, from its status or new       (rebuilding.py)
     admission   maxActiveRuns: who holds a slot, who waits        (admission.py)
     acting      a signal through the engine, its actions done      (acting.py)
     flushing    coalesced, bounded, ordered status writes          (flushing.py)
     expiry      ttlSecondsAfterFinished                            (expiry.py)
+    routing     a worker event to its run, or parked, or dropped   (routing.py)
     attempts    which pod holds which attempt, and for how long    (attempts.py)
     Events      Kubernetes Events for phase changes                (kube_events.py)
 
@@ -31,10 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from pydantic import ValidationError
-
 from conveyor import engine
-from conveyor.broker.codec import decode_event
 from conveyor.errors import ConveyorError, InvalidStatusError
 from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
@@ -46,6 +44,7 @@ from conveyor.operator.runs.expiry import Expiry
 from conveyor.operator.runs.flushing import RETRY_SECONDS, Flusher
 from conveyor.operator.runs.rebuilding import give_state
 from conveyor.operator.runs.records import ActiveRun, RunRef
+from conveyor.operator.runs.routing import EventRouter
 from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
 from conveyor.operator.settings import Settings
 from conveyor.operator.workflows import Workflows, WorkflowUnavailableError
@@ -69,7 +68,6 @@ class RunManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.runs: dict[str, ActiveRun] = {}
-        self._parked: dict[str, list[Delivery]] = defaultdict(list)
         self._retry_seconds = retry_seconds  # after a failed API call that may succeed later
         self.flusher = Flusher(kube, link, metrics, interval=settings.status_interval,
                                writes_per_second=settings.writes_per_second,
@@ -81,6 +79,7 @@ class RunManager:
         self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
         self.expiry = Expiry(kube, workflows, self._spawn)
         self.attempts = Attempts(metrics)
+        self.router = EventRouter(self.runs, self.actor, self.attempts, metrics)
         workflows.on_change(self._workflow_changed)
 
     @property
@@ -101,7 +100,7 @@ class RunManager:
 
     def _from_io_thread(self, delivery: Delivery) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.deliver, delivery)
+        self._loop.call_soon_threadsafe(self.router.deliver, delivery)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro) if self._loop is None else \
@@ -141,8 +140,7 @@ class RunManager:
         """The WorkflowRun is gone: drop it; its unacked events need nothing more."""
         run = self.runs.get(uid)
         self.expiry.forget(uid)
-        for delivery in self._parked.pop(uid, []):
-            delivery.ack()
+        self.router.drop_parked(uid)
         if run is None:
             return
         for delivery in run.acks:
@@ -199,8 +197,7 @@ class RunManager:
             self.actor.resume(run)
         if cancel or run.cancel_sent:
             self._cancel(run)
-        for delivery in self._parked.pop(ref.uid, []):
-            self.deliver(delivery)
+        self.router.release_parked(ref.uid)
         self._count_phases()
 
     def _retry_activation(self, run: ActiveRun, status: dict[str, Any], cancel: bool) -> None:
@@ -226,36 +223,6 @@ class RunManager:
             return
         run.cancel_sent = True
         self.actor.apply(run, engine.Cancel())
-
-    # -- worker events ------------------------------------------------------------------------
-    def deliver(self, delivery: Delivery) -> None:
-        """A worker event from the broker: applied to its run, parked while the run is being
-        rebuilt, or acked and dropped when it belongs to no run (or is not an event)."""
-        try:
-            message = decode_event(delivery.body)
-        except (ValidationError, ValueError) as error:
-            log.error("Event dropped: malformed body routing_key=%s error=%s",
-                      delivery.routing_key, str(error).splitlines()[0])
-            self._metrics.events.labels("malformed", "dropped").inc()
-            delivery.ack()
-            return
-        parsed = engine.parse_attempt_id(message.attempt_id)
-        if parsed is None:
-            log.error("Event dropped: not an attempt id attempt=%s", message.attempt_id)
-            delivery.ack()
-            return
-        self.attempts.track(message.attempt_id, message.status, message.worker)
-        run = self.runs.get(parsed[0])
-        if run is None:
-            log.debug("Event dropped: no such run attempt=%s", message.attempt_id)
-            self._metrics.events.labels(message.status, "unknown-run").inc()
-            delivery.ack()
-            return
-        if run.state is None:  # being rebuilt from its status: apply once it is
-            self._parked[parsed[0]].append(delivery)
-            return
-        effect = self.actor.apply(run, engine.from_message(message), delivery)
-        self._metrics.events.labels(message.status, "applied" if effect else "ignored").inc()
 
     # -- what the rest of the operator asks -------------------------------------------------
     def active_runs(self, namespace: str, workflow: str) -> int:
