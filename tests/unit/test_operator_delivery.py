@@ -691,3 +691,18 @@ def test_duplicate_and_stale_events_change_nothing_and_are_acked() -> None:
         assert late.settlements == ["ack"] and bed.status("r1") == final
 
     drive(scenario)
+
+
+# -- nothing in the run loop dies and takes a run's work with it ------------------------------
+def test_an_unforeseen_error_while_a_run_starts_is_retried_not_fatal() -> None:
+    async def scenario() -> None:
+        bed = Bed()
+        bed.add_workflow(TWO_STEPS)
+        bed.kube.fail_next("apply_config_map", RuntimeError("a bug nobody foresaw"))
+        bed.start()
+        bed.add_run("r1")
+        await bed.until(bed.link.task_ids, what="r1's first dispatch")
+        assert bed.link.task_ids() == ["uid-r1/a/1"]
+        assert bed.kube.faults_left("apply_config_map") == 0, "the failing write was tried"
+
+    drive(scenario)

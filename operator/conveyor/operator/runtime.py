@@ -17,6 +17,7 @@ from conveyor.operator.pools import PoolManager
 from conveyor.operator.reconcile import Reconciler
 from conveyor.operator.runs import RunManager
 from conveyor.operator.settings import Settings
+from conveyor.operator.supervision import supervised
 from conveyor.operator.triggers import TriggerRouter
 from conveyor.operator.workflows import Workflows
 
@@ -67,7 +68,8 @@ class Runtime:
             existing += await self.kube.list_custom("workflowruns", namespace)
         self.runs.start(loop, self.events_queue, existing)
         self.triggers.start(loop)
-        self._tasks = [loop.create_task(self.pools.run()), loop.create_task(self.health.probe())]
+        self._tasks = [loop.create_task(supervised("pools", self.pools.run)),
+                       loop.create_task(supervised("api-probe", self.health.probe))]
         if self.settings.health_port:
             self._server = await self.health.serve(self.settings.health_address,
                                                    self.settings.health_port)

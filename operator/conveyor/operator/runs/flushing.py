@@ -78,10 +78,12 @@ class Flusher:
         if state is None or not run.dirty:
             return
         await self.bucket.take()
+        # Built before anything is taken off the run (and with no await in between, so it
+        # holds the effect of every ack taken): should it raise, the run keeps all its work.
+        status = engine.to_status(state)
         acks, sends = run.acks, run.sends
         run.acks, run.sends = [], []
         run.dirty = False
-        status = engine.to_status(state)
         started = time.monotonic()
         if not await self._confirmed(run, sends, acks):
             return

@@ -187,6 +187,11 @@ class RunManager:
                       error)
             await self._end_unstarted(run, "Failed", "InvalidStatus", str(error))
             return
+        except Exception:  # unforeseen: the run must not be left waiting on nothing
+            log.exception("Run activation failed unexpectedly; retrying run=%s/%s",
+                          ref.namespace, ref.name)
+            self._retry_activation(run, status, cancel)
+            return
         if self.runs.get(ref.uid) is not run:
             return  # deleted meanwhile
         run.waiting = None
