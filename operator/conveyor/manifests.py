@@ -35,11 +35,12 @@ def run_manifest(workflow: str, inputs: Mapping[str, Any], *, name: str | None =
 
 
 def task_message(publish: Publish, *, namespace: str, workflow: str, run: str,
-                 run_uid: str) -> TaskMessage:
-    """The message that carries one attempt the engine decided to publish to its worker."""
+                 run_uid: str, reply_to: str | None = None) -> TaskMessage:
+    """The message that carries one attempt the engine decided to publish to its worker;
+    `reply_to` names the dispatching install (its events are routed to it alone)."""
     return TaskMessage(
         attempt_id=publish.attempt_id, namespace=namespace, workflow=workflow, run=run,
         run_uid=run_uid, task=publish.task, index=publish.index, attempt=publish.attempt,
         task_type=publish.task_type, inputs=publish.inputs or {},
-        timeout_seconds=publish.timeout_seconds,
+        timeout_seconds=publish.timeout_seconds, reply_to=reply_to,
     )

@@ -490,7 +490,15 @@ class WorkflowRun(Model):
 # --- Message bodies (DESIGN.md §3), versioned JSON ---------------------------------------
 
 
-class TaskMessage(Model):
+class MessageBody(Model):
+    """Base of the message bodies: a tolerant reader. A field added within a version (as
+    `replyTo` was) is ignored by a reader that predates it, instead of dead-lettering every
+    message of a newer sender; a field missing or of the wrong type is still an error."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class TaskMessage(MessageBody):
     """Body of a task on the conveyor.tasks exchange: one attempt for one worker."""
 
     v: Literal[1] = 1
@@ -517,9 +525,12 @@ class TaskMessage(Model):
     """Rendered inputs of the task."""
     timeout_seconds: int | None = None
     """Limit of the attempt, if any."""
+    reply_to: str | None = None
+    """The install that dispatched the attempt: the worker publishes the attempt's events as
+    `task.<status>.<replyTo>`, which only that install's events queue binds."""
 
 
-class TaskEvent(Model):
+class TaskEvent(MessageBody):
     """Body of a worker's event on conveyor.events, routing key `task.<status>`."""
 
     v: Literal[1] = 1
@@ -540,7 +551,7 @@ class TaskEvent(Model):
     """Whether a failed attempt may be retried under the task's retry policy."""
 
 
-class RunEvent(Model):
+class RunEvent(MessageBody):
     """Body of the operator's event on conveyor.events, routing key `run.<phase>`."""
 
     v: Literal[1] = 1

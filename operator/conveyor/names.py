@@ -33,16 +33,23 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 TASKS_EXCHANGE: Final = "conveyor.tasks"
 EVENTS_EXCHANGE: Final = "conveyor.events"
 DEAD_LETTER_SUFFIX: Final = ".dead"
-TASK_EVENTS_PATTERN: Final = "task.*"
-"""What an operator's events queue binds on conveyor.events: every worker event."""
+LEGACY_TASK_EVENTS_PATTERN: Final = "task.*"
+"""What an events queue bound before events were routed per install: every worker event of
+every install. The operator removes this binding from its queue when it starts."""
 
 
 def operator_queue(instance: str, purpose: str) -> str:
     """A queue of one operator install on conveyor.events, `conveyor.operator.<instance>.<purpose>`
-    with purpose `events` (worker events, `task.*`) or `triggers` (bound with its Workflows'
-    trigger patterns). Each install has queues of its own: the topic exchange copies every
-    event to each, so installs that share a broker each see every event and act on theirs."""
+    with purpose `events` (its own workers' events, `task.*.<instance>`) or `triggers` (bound
+    with its Workflows' trigger patterns: the topic exchange copies a trigger event to every
+    install whose Workflows ask for it)."""
     return f"conveyor.operator.{instance}.{purpose}"
+
+
+def task_events_pattern(instance: str) -> str:
+    """What an install's events queue binds: the events of the attempts it dispatched, and
+    nobody else's (an install that is gone must not keep collecting copies of them)."""
+    return f"task.*.{instance}"
 
 # Version of the JSON message bodies (DESIGN.md §3); bumped only on incompatible change.
 MESSAGE_VERSION: Final = 1
@@ -58,9 +65,11 @@ def dead_letter_queue(queue: str) -> str:
     return queue + DEAD_LETTER_SUFFIX
 
 
-def task_routing_key(status: str) -> str:
-    """Routing key of a worker event on `conveyor.events`: `task.<status>`."""
-    return f"task.{status}"
+def task_routing_key(status: str, reply_to: str | None = None) -> str:
+    """Routing key of a worker event on `conveyor.events`: `task.<status>.<reply_to>`, the
+    `reply_to` of the attempt's message naming the install that dispatched it; `task.<status>`
+    for a message of an operator older than that."""
+    return f"task.{status}" if reply_to is None else f"task.{status}.{reply_to}"
 
 
 def run_routing_key(phase: str) -> str:

@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from conveyor import names
+from conveyor.broker import Admin
+from conveyor.broker.settings import BrokerSettings
 from support.helm import CHART, helm
 from support.waiting import eventually
 from testbed.layout import paths
@@ -158,9 +161,17 @@ def test_the_example_runs_through_the_operator_pod_and_uninstall_cleans_up(
         raise
 
     assert release.leftovers()  # the query finds the release's objects while it is installed
-    release.uninstall()
-    eventually(lambda: not release.leftovers(), 90, interval=0.5,
-               what="every object of the release to be gone")
+    # The install's own queues on the broker: there while it runs, deleted by its uninstall
+    # (a removed install must not keep collecting events nobody will read).
+    instance = f"{namespace}.{release.name}-conveyor"
+    own_queues = [names.operator_queue(instance, purpose) for purpose in ("events", "triggers")]
+    with Admin(BrokerSettings(amqp_url)) as admin:
+        assert all(admin.inspect(queue) is not None for queue in own_queues)
+        release.uninstall()
+        eventually(lambda: not release.leftovers(), 90, interval=0.5,
+                   what="every object of the release to be gone")
+        eventually(lambda: all(admin.inspect(queue) is None for queue in own_queues), 60,
+                   interval=0.5, what=f"the install's queues {own_queues} to be deleted")
     for crd in CRDS:  # kept: deleting them would delete every Workflow and WorkflowRun
         assert release.kubectl("get", "crd", crd, "-o", "name").strip()
 

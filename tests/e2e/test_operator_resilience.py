@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from conveyor import names
+from conveyor.broker import Admin
+from conveyor.broker.settings import BrokerSettings
 from support.kube import local_testbed_only
 from support.operator import operator_process
 from support.waiting import eventually
@@ -187,4 +190,39 @@ def test_two_installs_sharing_a_broker_each_run_their_own_workflows(
                    what="both installs to finish their own run")
     finally:
         second.stop()
+        core.delete_namespace(other, propagation_policy="Background")
+
+
+def test_an_install_that_is_gone_collects_none_of_the_other_installs_events(
+    operator, kubectl, cluster, amqp_url, api_client, tmp_path: Path
+):
+    """Worker events go to the install that dispatched the attempt, not to every install that
+    ever ran on the broker: one that stopped for good (its queue kept, nobody consuming) gains
+    nothing while another install fans out."""
+    core = client.CoreV1Api(api_client)
+    other = f"t-gone-install-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": other}})
+    gone = operator_process(cluster, amqp_url, other, tmp_path / "gone.log")
+    gone_queue = names.operator_queue(f"{other}.conveyor-operator", "events")
+    try:
+        with Admin(BrokerSettings(amqp_url)) as admin:
+            gone.start()
+            eventually(lambda: admin.inspect(gone_queue) is not None, 60, interval=0.2,
+                       what=f"the second install to declare {gone_queue}")
+            gone.stop()  # no Deployment of its own to tell it was uninstalled: queues kept
+            items = 300
+            wf = workflow("fan", [{"name": "t", "type": "work",
+                                   "forEach": "${{ " + str(list(range(items))) + " }}",
+                                   "inputs": {"echo": "${{ item }}"}}])
+            kubectl("apply", "-f", "-", stdin=as_json(wf, run("r1", "fan")))
+            eventually(lambda: (_runs(kubectl)[0].get("status") or {}).get("phase")
+                       == "Succeeded", 180, interval=0.3, what="the fan-out to succeed")
+            stats = admin.inspect(gone_queue)
+            assert stats is not None and stats.consumers == 0
+            assert stats.backlog == 0, f"the gone install's queue collected {stats.backlog} events"
+    finally:
+        gone.stop()
+        with Admin(BrokerSettings(amqp_url)) as admin:
+            admin.delete_queue(gone_queue)
+            admin.delete_queue(names.operator_queue(f"{other}.conveyor-operator", "triggers"))
         core.delete_namespace(other, propagation_policy="Background")

@@ -66,6 +66,15 @@ def kube_methods() -> dict[str, tuple[list[str], list[tuple[str, str, str | None
         for node in ast.walk(fn):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
+            if node.func.attr == "stream" and node.args:  # watch.Watch().stream(list_x, ...)
+                listing = node.args[0]
+                assert isinstance(listing, ast.Attribute), ast.unparse(listing)
+                match = CLIENT_METHOD.match(listing.attr)
+                assert match and match[1] == "list", ast.unparse(listing)
+                group = listing.value
+                assert isinstance(group, ast.Attribute) and group.attr in API_GROUPS
+                calls.append((API_GROUPS[group.attr], RESOURCES[match[2]], "watch"))
+                continue
             api = node.func.value
             if not (isinstance(api, ast.Attribute) and isinstance(api.value, ast.Name)
                     and api.value.id == "self" and api.attr in API_GROUPS):
@@ -101,9 +110,16 @@ def _operator_modules() -> list[Path]:
             if not {"kube", "cli"} & set(p.relative_to(PACKAGE).parts)]
 
 
-def operator_rules() -> set[Rule]:
-    """What the operator's own calls need, from the Kube methods its modules call."""
-    methods = kube_methods()
+# Calls on the operator's own Deployment, in its own namespace (the Role beside the Lease's,
+# limited to that one name): the watch that tells an uninstall from a restart.
+OWN_DEPLOYMENT_METHODS = frozenset({"deployment_present", "wait_deployment_gone"})
+
+
+def operator_rules(*, own_deployment: bool = False) -> set[Rule]:
+    """What the operator's own calls need, from the Kube methods its modules call: those on
+    its own Deployment if `own_deployment`, else the others."""
+    methods = {name: found for name, found in kube_methods().items()
+               if (name in OWN_DEPLOYMENT_METHODS) == own_deployment}
     needed: set[Rule] = set()
     for path in _operator_modules():
         tree = ast.parse(path.read_text())
@@ -117,7 +133,7 @@ def operator_rules() -> set[Rule]:
                 owner = target.value
                 owner_name = owner.attr if isinstance(owner, ast.Attribute) else \
                     owner.id if isinstance(owner, ast.Name) else ""
-                if owner_name.lstrip("_") != "kube":
+                if owner_name.lstrip("_") not in ("kube", "sync"):  # kube.m, kube.sync.m
                     continue
                 params, calls = methods[target.attr]
                 args = node.args[1:] if position else node.args  # after to_thread's callee
@@ -168,7 +184,7 @@ def _split() -> tuple[set[Rule], set[Rule]]:
     """(rules in the watched namespaces, rules on Leases in the operator's own namespace)."""
     everything = operator_rules() | kopf_rules()
     lease = {r for r in everything if r[1] == "leases"}
-    return everything - lease, lease
+    return everything - lease, lease | operator_rules(own_deployment=True)
 
 
 def test_the_derivation_finds_what_the_operator_is_known_to_do() -> None:
@@ -179,6 +195,8 @@ def test_the_derivation_finds_what_the_operator_is_known_to_do() -> None:
     assert ("apps", "deployments/scale", "patch") in needed
     assert (names.GROUP, "workflowruns/status", "patch") in needed
     assert ("coordination.k8s.io", "leases", "update") in needed
+    assert operator_rules(own_deployment=True) == {
+        ("apps", "deployments", verb) for verb in ("get", "list", "watch")}
     assert (names.GROUP, "workflowruns", "watch") in needed
     assert not any("{" in r[1] for r in needed)
 
@@ -206,6 +224,9 @@ def test_watching_every_namespace_grants_exactly_what_the_code_uses() -> None:
     _subjects_ok(objects[("ClusterRoleBinding", "conveyor", None)], "ClusterRole", "conveyor")
     leader = objects[("Role", "conveyor-leader", "conveyor-system")]
     assert _flatten(leader["rules"]) == lease
+    # Its own Deployment only, not every Deployment of its namespace.
+    assert [rule.get("resourceNames") for rule in leader["rules"]
+            if rule["resources"] == ["deployments"]] == [["conveyor"]]
     _subjects_ok(objects[("RoleBinding", "conveyor-leader", "conveyor-system")], "Role",
                  "conveyor-leader")
     assert not [k for k in objects if k[0] == "Role" and k[1] == "conveyor"]

@@ -11,7 +11,6 @@ from typing import Any, Final, Literal
 
 from conveyor import names
 
-TASK_EVENTS_PATTERN: Final = names.TASK_EVENTS_PATTERN
 # An operator's queues outlive a restart or an upgrade, but not the install: unused for a week
 # (no consumer), RabbitMQ deletes them, so a removed install leaves no queue filling up.
 OPERATOR_QUEUE_EXPIRES_MS: Final = 7 * 24 * 3600 * 1000

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from conveyor import names
@@ -101,6 +101,40 @@ class Kube:
                 return None
             raise api_error(f"get ConfigMap {namespace}/{name}", error) from error
         return dict(found.data or {})
+
+    @answered
+    def deployment_present(self, namespace: str, name: str) -> bool:
+        """Whether the Deployment exists and is not being deleted."""
+        try:
+            found = self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise api_error(f"get Deployment {namespace}/{name}", error) from error
+        return found.metadata.deletion_timestamp is None
+
+    @answered
+    def wait_deployment_gone(self, namespace: str, name: str, seconds: int) -> bool:
+        """Watch one Deployment for up to `seconds`: True as soon as it is gone or being
+        deleted, False if the watch ended first. An open watch keeps delivering after the
+        watcher's RBAC is deleted, which a later GET would not survive."""
+        selector = f"metadata.name={name}"
+        try:
+            listed = self.apps.list_namespaced_deployment(namespace, field_selector=selector)
+            if not listed.items or listed.items[0].metadata.deletion_timestamp is not None:
+                return True
+            events = watch.Watch().stream(
+                self.apps.list_namespaced_deployment, namespace, field_selector=selector,
+                resource_version=listed.metadata.resource_version, timeout_seconds=seconds)
+            for event in events:
+                kind, found = event["type"], event["object"]
+                if kind == "ERROR":  # e.g. 410 Gone: the caller watches again, from a list
+                    return False
+                if kind == "DELETED" or found.metadata.deletion_timestamp is not None:
+                    return True
+        except ApiException as error:
+            raise api_error(f"watch Deployment {namespace}/{name}", error) from error
+        return False
 
     @answered
     def list_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[DeploymentState]:

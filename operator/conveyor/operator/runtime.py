@@ -8,13 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from conveyor.broker import Admin, Link
-from conveyor.kube import AsyncKube, Kube
-from conveyor.names import TASK_EVENTS_PATTERN, operator_queue
+from conveyor.broker import Admin, BrokerError, Link
+from conveyor.kube import AsyncKube, Kube, KubeError
+from conveyor.names import LEGACY_TASK_EVENTS_PATTERN, operator_queue, task_events_pattern
 from conveyor.operator.health import Health
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.pools import PoolManager
 from conveyor.operator.reconcile import Reconciler
+from conveyor.operator.removal import RemovalWatch
 from conveyor.operator.runs import RunManager
 from conveyor.operator.settings import Settings
 from conveyor.operator.supervision import supervised
@@ -31,6 +32,12 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.kube = AsyncKube(Kube())
+        self.removal: RemovalWatch | None = None
+        deployment = settings.own_deployment
+        if deployment is not None:
+            namespace = settings.lease_namespace
+            self.removal = RemovalWatch(lambda seconds: self.kube.sync.wait_deployment_gone(
+                namespace, deployment, seconds))
         self.workflows = Workflows(self.kube)
         self.link = Link(settings.broker, name="conveyor-operator")
         self.trigger_link = Link(settings.broker, name="conveyor-operator-triggers")
@@ -57,10 +64,15 @@ class Runtime:
 
         def topology(admin: Admin) -> None:
             admin.declare_exchanges()
-            admin.declare_events_queue(self.events_queue, [TASK_EVENTS_PATTERN])
+            admin.declare_events_queue(self.events_queue,
+                                       [task_events_pattern(self.settings.instance)])
+            # A queue made by an older operator also bound every install's events: not now.
+            admin.unbind(self.events_queue, LEGACY_TASK_EVENTS_PATTERN)
             admin.declare_events_queue(self.triggers.queue, ())
 
         await self.pools.admin_call(topology)
+        if self.removal is not None:
+            self.removal.start()
         self.link.start()
         self.trigger_link.start()
         existing: list[dict[str, Any]] = []
@@ -84,4 +96,37 @@ class Runtime:
             await self._server.cleanup()
         await asyncio.to_thread(self.link.close)
         await asyncio.to_thread(self.trigger_link.close)
+        await self._remove_queues_if_uninstalled()
         log.info("Operator stopped")
+
+    async def _remove_queues_if_uninstalled(self) -> None:
+        """Stopping because the install was removed (its Deployment is gone): its queues go
+        too, so nothing keeps collecting events for it. Any doubt keeps them: an unanswered
+        API server, or a consumer still on a queue (another replica, or a new install under
+        the same name)."""
+        deployment = self.settings.own_deployment
+        if deployment is None or self.removal is None:
+            return
+        if not self.removal.removed:
+            try:
+                if await self.kube.deployment_present(self.settings.lease_namespace,
+                                                      deployment):
+                    return
+            except KubeError as error:
+                log.info("Kept the install's queues: its Deployment was not seen to go, and "
+                         "cannot be read now error=%s", error)
+                return
+
+        def remove(admin: Admin) -> None:
+            for queue in (self.events_queue, self.triggers.queue):
+                stats = admin.inspect(queue)
+                if stats is not None and stats.consumers > 0:
+                    log.info("Kept queue=%s: it has %d consumers", queue, stats.consumers)
+                    continue
+                admin.delete_queue(queue)
+                log.info("Deleted queue=%s: the install is removed", queue)
+
+        try:
+            await self.pools.admin_call(remove)
+        except BrokerError as error:
+            log.warning("Failed to delete the install's queues error=%s", error)

@@ -35,6 +35,9 @@ class Settings:
     """Name of the Lease that elects the one replica that acts; None: no election."""
     lease_namespace: str = "default"
     """Namespace of that Lease: the operator's own (`POD_NAMESPACE`)."""
+    own_deployment: str | None = None
+    """The operator's own Deployment (`CONVEYOR_OPERATOR_DEPLOYMENT`), in `lease_namespace`:
+    when it is gone as the operator stops, the install was removed and its queues go too."""
     pool_interval: float = 2.0
     """Seconds between two looks at every pool's backlog for autoscaling and status."""
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -112,4 +115,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log_level=(args.log_level or env.get("CONVEYOR_LOG_LEVEL", "INFO")).upper(),
         leader_lease=None if lease.lower() == "none" else lease,
         lease_namespace=env.get("POD_NAMESPACE") or (namespaces[0] if namespaces else "default"),
+        own_deployment=env.get("CONVEYOR_OPERATOR_DEPLOYMENT") or None,
     )

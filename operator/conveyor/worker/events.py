@@ -1,20 +1,26 @@
 """A worker's events on `conveyor.events`: sent with confirms, sent again until confirmed.
 
 The worker acks a task message only after every event of its attempt is confirmed, so the
-operator hears of each attempt at least once, whatever crashes. Publishing failures that may
-pass (the operator's queue not declared yet, a refused message) are retried with backoff on
-the link's own timer; only a closed link gives up, and then the task is not acked.
+operator hears of each attempt at least once, whatever crashes. Each event is routed to the
+install that dispatched the attempt (`task.<status>.<replyTo>`). Publishing failures that may
+pass (a refused message, the install's queue not declared yet) are retried with backoff on
+the link's own timer; a closed link gives up, and then the task is not acked. An event no
+queue takes for `UNROUTABLE_GIVE_UP` seconds is given up too, and counts as told: the install
+that dispatched the attempt is gone (uninstalled, its queues deleted), and holding the task
+forever would only stop this worker taking work; were the install to come back, its lease on
+the attempt (operator/runs/leases.py) dispatches it again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from conveyor import names
-from conveyor.broker import BrokerError, Link, LinkClosedError
+from conveyor.broker import BrokerError, Link, LinkClosedError, UnroutableError
 from conveyor.broker.codec import encode_event
 from conveyor.broker.confirms import Confirmation
 from conveyor.models import TaskEvent, TaskMessage
@@ -24,6 +30,7 @@ log = logging.getLogger("conveyor.worker")
 PROGRESS_HEADER = "x-conveyor-progress"
 """Progress a task reported with its heartbeat (TaskEvent has no field for it yet)."""
 MAX_RETRY_DELAY = 5.0
+UNROUTABLE_GIVE_UP = 60.0
 
 Status = Literal["started", "heartbeat", "succeeded", "failed"]
 
@@ -51,14 +58,22 @@ class EventSender:
         headers = {PROGRESS_HEADER: progress} if progress is not None else None
         body = encode_event(event)
 
+        routing_key = names.task_routing_key(status, message.reply_to)
+        first_try = time.monotonic()
+
         def publish(delay: float) -> None:
-            future = self._link.publish(names.EVENTS_EXCHANGE, names.task_routing_key(status),
+            future = self._link.publish(names.EVENTS_EXCHANGE, routing_key,
                                         body, headers=headers, message_id=message_id)
             future.add_done_callback(lambda done: settled(done, delay))
 
         def settled(future: Confirmation, delay: float) -> None:
             error = future.exception()
             if error is None:
+                on_confirmed()
+            elif (isinstance(error, UnroutableError)
+                  and time.monotonic() - first_try >= UNROUTABLE_GIVE_UP):
+                log.error("Gave up event status=%s id=%s: no queue takes %s (the install that"
+                          " dispatched the attempt is gone)", status, message_id, routing_key)
                 on_confirmed()
             elif isinstance(error, LinkClosedError):
                 log.warning("Dropped event status=%s id=%s: the link closed", status,

@@ -26,8 +26,9 @@ class Actor:
 
     def __init__(self, runs: Mapping[str, ActiveRun], link: BrokerLink, flusher: Flusher,
                  metrics: Metrics, *, on_dispatch: Callable[[str, str, str], None],
-                 on_phase_change: Callable[[], None]) -> None:
+                 on_phase_change: Callable[[], None], reply_to: str) -> None:
         self._runs = runs
+        self._reply_to = reply_to  # this install: workers route the attempts' events to it
         self._link = link
         self._flusher = flusher
         self._metrics = metrics
@@ -86,7 +87,7 @@ class Actor:
         ref = run.ref
         queue = names.queue_name(ref.namespace, ref.workflow, action.task_type)
         message = task_message(action, namespace=ref.namespace, workflow=ref.workflow,
-                               run=ref.name, run_uid=ref.uid)
+                               run=ref.name, run_uid=ref.uid, reply_to=self._reply_to)
         self._send(run, names.TASKS_EXCHANGE, queue, encode_task(message), action.attempt_id,
                    mandatory=True)
         self._metrics.dispatched.inc()

@@ -75,7 +75,7 @@ class RunManager:
                                on_gone=self._gone, on_written=self._written,
                                retry_seconds=retry_seconds)
         self.actor = Actor(self.runs, link, self.flusher, metrics, on_dispatch=on_dispatch,
-                           on_phase_change=self._count_phases)
+                           on_phase_change=self._count_phases, reply_to=settings.instance)
         self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
         self.expiry = Expiry(kube, workflows, self._spawn)
         self.attempts = Attempts(metrics)
