@@ -226,3 +226,38 @@ def test_an_install_that_is_gone_collects_none_of_the_other_installs_events(
             admin.delete_queue(gone_queue)
             admin.delete_queue(names.operator_queue(f"{other}.conveyor-operator", "triggers"))
         core.delete_namespace(other, propagation_policy="Background")
+
+
+def test_tasks_whose_messages_were_purged_from_their_queue_are_dispatched_again(
+    cluster, amqp_url, namespace, crds, kubectl, tmp_path: Path
+):
+    """A run never waits on nothing: items Queued whose messages are purged from the queue
+    (as a broker that lost its data would lose them) are found by their lease once the queue
+    drains, dispatched again under their own attempt ids, and the run succeeds."""
+    operator = operator_process(cluster, amqp_url, namespace, tmp_path / "operator.log",
+                                CONVEYOR_LEASE_SECONDS="4")
+    operator.start()
+    try:
+        worker = work_type(concurrency=1, scaling={"minReplicas": 1, "maxReplicas": 1},
+                           env=[*work_type()["env"],
+                                {"name": "CONVEYOR_HEARTBEAT_SECONDS", "value": "1"}])
+        wf = workflow("purged", [{"name": "t", "type": "work", "forEach": "${{ [0, 1, 2] }}",
+                                  "inputs": {"seconds": 3, "echo": "${{ item }}"}}],
+                      taskTypes=[worker])
+        kubectl("apply", "-f", "-", stdin=as_json(wf, run("r1", "purged")))
+
+        def one_running() -> bool:  # item states, run-length encoded: R a running one
+            tasks = ((_runs(kubectl) or [{}])[0].get("status") or {}).get("tasks") or [{}]
+            return "R" in (tasks[0].get("items") or {}).get("states", "")
+        eventually(one_running, 90, interval=0.1, what="the first item to be running")
+        queue = names.queue_name(namespace, "purged", "work")
+        with Admin(BrokerSettings(amqp_url)) as admin:
+            assert admin.purge(queue) == 2, "the other two items were not waiting in the queue"
+
+        eventually(lambda: (_runs(kubectl)[0].get("status") or {}).get("phase")
+                   == "Succeeded", 90, interval=0.3, what="the run to succeed all the same")
+        items = _runs(kubectl)[0]["status"]["tasks"][0]["items"]
+        assert (items["succeeded"], items["total"]) == (3, 3)
+        assert "Dispatched again attempts whose messages were lost" in operator.tail(400)
+    finally:
+        operator.stop()

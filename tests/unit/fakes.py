@@ -684,6 +684,7 @@ class Bed:
     retry_seconds: float = 0.01
     writes_per_second: float = 1000.0
     auto_confirm: bool = True
+    lease_seconds: float = 120.0
     journal: Journal = field(default_factory=Journal)
 
     def __post_init__(self) -> None:
@@ -695,7 +696,8 @@ class Bed:
         self.deliveries: list[FakeDelivery] = []
         settings = Settings(broker=BrokerSettings(url="amqp://u:p@localhost/"),
                             status_interval=self.status_interval,
-                            writes_per_second=self.writes_per_second)
+                            writes_per_second=self.writes_per_second,
+                            lease_seconds=self.lease_seconds)
         self.manager = RunManager(settings, self.kube, self.link, self.workflows,
                                   metrics=self.metrics, on_dispatch=self._dispatched,
                                   retry_seconds=self.retry_seconds)

@@ -7,7 +7,8 @@ Its public face, all a caller needs:
                 the rules; `stepping` (one signal) and `tasks` (what happens to tasks)
                 carry them out
     status      to_status / from_status: progress to the WorkflowRun status and back
-    signals     what the engine is told: Start, Cancel, Tick, Task* reports of workers
+    signals     what the engine is told: Start, Cancel, Tick, Task* reports of workers,
+                TaskLost (the operator found an attempt's message gone)
     actions     what it decides: Publish, SetTimer, EmitRunEvent, Persist
 
 The operator owns the clock and the I/O; the engine owns the rules.
@@ -19,6 +20,7 @@ from conveyor.engine.progress import (
     TERMINAL,
     RunState,
     TaskState,
+    in_flight,
     next_timer,
     to_ms,
 )
@@ -30,6 +32,7 @@ from conveyor.engine.signals import (
     Start,
     TaskFailed,
     TaskHeartbeat,
+    TaskLost,
     TaskStarted,
     TaskSucceeded,
     Tick,
@@ -57,6 +60,7 @@ __all__ = [
     "Start",
     "TaskFailed",
     "TaskHeartbeat",
+    "TaskLost",
     "TaskStarted",
     "TaskState",
     "TaskSucceeded",
@@ -66,6 +70,7 @@ __all__ = [
     "format_time",
     "from_message",
     "from_status",
+    "in_flight",
     "new_run",
     "next_timer",
     "parse_attempt_id",

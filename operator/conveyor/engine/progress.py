@@ -13,13 +13,16 @@ dispatched in index order, so the instances never dispatched are always a suffix
 
 import heapq
 import json
+from collections.abc import Iterator
 from typing import Any
 
+from conveyor.names import attempt_id
 from conveyor.workflow import CompiledTask, CompiledWorkflow
 
 # Phase codes of one instance (a forEach item, or a plain task's single attempt chain).
 PENDING, QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED = "PQRWSFC"
 ACTIVE = frozenset((QUEUED, RUNNING, RETRYING))
+_IN_FLIGHT = frozenset((QUEUED, RUNNING))
 
 TERMINAL = frozenset(("Succeeded", "Failed", "Skipped", "Cancelled"))
 RUN_TERMINAL = frozenset(("Succeeded", "Failed", "Cancelled"))
@@ -192,3 +195,20 @@ def timer_valid(run: RunState, timer: tuple[int, int, int, int, int]) -> bool:
         return False
     wanted = RETRYING if kind == RETRY_TIMER else RUNNING
     return task.phases[index] == wanted and task.attempt_of[index] == attempt
+
+
+def in_flight(run: RunState) -> Iterator[tuple[str, str, bool]]:
+    """(attempt id, task type, running) of each instance whose current attempt is Queued or
+    Running: what the operator holds a lease on while the run is Running."""
+    if run.phase != "Running":
+        return
+    for task in run.tasks:
+        if task.phase in TERMINAL:
+            continue
+        spec = task.spec
+        plain = spec.for_each is None
+        attempt_of = task.attempt_of
+        for i, code in enumerate(task.phases[: task.next_index] if not plain else task.phases):
+            if code in _IN_FLIGHT:
+                yield (attempt_id(run.uid, spec.name, None if plain else i, attempt_of[i]),
+                       spec.type, code == RUNNING)

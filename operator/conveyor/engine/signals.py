@@ -1,7 +1,7 @@
 """What the engine is told: signals, small frozen records.
 
-Signals come from three places: the operator's own decisions (Start, Cancel), its timers
-(Tick) and the workers (the Task* reports, decoded from their `TaskEvent` messages by
+Signals come from three places: the operator's own decisions (Start, Cancel, TaskLost), its
+timers (Tick) and the workers (the Task* reports, decoded from their `TaskEvent` messages by
 `from_message`). "Event" is kept for messages on the `conveyor.events` exchange and for
 Kubernetes Events; what the engine consumes is a signal.
 """
@@ -62,8 +62,17 @@ class TaskFailed:
     worker: str | None = None
 
 
-Signal = Start | Cancel | Tick | TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
-AttemptSignal = TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
+@dataclass(frozen=True, slots=True)
+class TaskLost:
+    """The attempt's message is nowhere: its lease ran out (the operator's runs/leases.py).
+    The same attempt is published again, under the same id."""
+
+    attempt_id: str
+
+
+Signal = (Start | Cancel | Tick | TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
+          | TaskLost)
+AttemptSignal = TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed | TaskLost
 
 
 def from_message(message: TaskEvent) -> AttemptSignal:

@@ -28,7 +28,7 @@ from conveyor.errors import ExpressionError
 from conveyor.names import parse_attempt_id
 
 _ATTEMPT_SIGNALS = frozenset((sig.TaskStarted, sig.TaskHeartbeat, sig.TaskSucceeded,
-                              sig.TaskFailed))
+                              sig.TaskFailed, sig.TaskLost))
 _IN_FLIGHT = (QUEUED, RUNNING)
 
 
@@ -94,6 +94,8 @@ class Step(TaskSteps):
         elif isinstance(event, sig.TaskFailed):
             self.attempt_failed(task, i, event.error, event.retryable, reason=ERROR,
                                 worker=event.worker)
+        elif isinstance(event, sig.TaskLost):
+            self.redispatch(task, i)
         elif task.phases[i] == QUEUED:  # started, or a heartbeat whose start was missed
             self.begin(task, i, event.worker)
 

@@ -190,13 +190,42 @@ class TaskSteps:
 
     def dispatch(self, task: TaskState, i: int, attempt: int) -> bool:
         """Publish attempt `attempt` of instance `i`; False if its inputs failed to render."""
+        publish = self.publication(task, i, attempt)
+        if publish is None:
+            return False
+        task.attempt_of[i] = attempt
+        task.attempts += 1
+        self.queued(task, i, publish)
+        return True
+
+    def redispatch(self, task: TaskState, i: int) -> None:
+        """The current attempt of instance `i` lost its message: publish it again, same id
+        and inputs (they render from what has not changed since), Queued again. A timeout
+        counts from the start its new message reports."""
+        publish = self.publication(task, i, task.attempt_of[i])
+        if publish is None:
+            return
+        self.changed = True
+        task.due.pop(i, None)
+        self.queued(task, i, publish)
+
+    def queued(self, task: TaskState, i: int, publish: act.Publish) -> None:
+        task.phases[i] = QUEUED
+        if publish.index is None:
+            task.phase = "Queued"
+            self.run.views[task.spec.name]["phase"] = "Queued"
+        self.actions.append(publish)
+
+    def publication(self, task: TaskState, i: int, attempt: int) -> act.Publish | None:
+        """The message of attempt `attempt` of instance `i`; None if its inputs failed to
+        render (the task has failed then)."""
         spec = task.spec
         index: int | None = None
         variables = self.variables()
         if spec.for_each is not None:
             items = self.items(task)
             if items is None:
-                return False
+                return None
             index = i
             variables["item"] = items[i] if i < len(items) else None
             variables["index"] = i
@@ -204,18 +233,11 @@ class TaskSteps:
             inputs = spec.inputs.render(variables)
         except ExpressionError as error:
             self.fail(task, EXPRESSION_ERROR, str(error))
-            return False
-        task.phases[i] = QUEUED
-        task.attempt_of[i] = attempt
-        task.attempts += 1
-        if index is None:
-            task.phase = "Queued"
-            self.run.views[spec.name]["phase"] = "Queued"
-        self.actions.append(act.Publish(
+            return None
+        return act.Publish(
             attempt_id(self.run.uid, spec.name, index, attempt), spec.name, index, attempt,
             spec.type, inputs, None if spec.timeout_ms is None else spec.timeout_ms // 1000,
-        ))
-        return True
+        )
 
     def fail(self, task: TaskState, reason: str, message: str) -> None:
         """The task fails: abandon its other instances, tell the run."""

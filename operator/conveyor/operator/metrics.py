@@ -20,6 +20,10 @@ class Metrics:
                               ["status", "effect"], registry=r)
         self.dispatched = Counter("conveyor_tasks_dispatched_total",
                                   "Task attempts published to their queues", registry=r)
+        self.redispatched = Counter(
+            "conveyor_tasks_redispatched_total",
+            "Task attempts published again because their message was lost (lease ran out)",
+            registry=r)
         self.dispatch_latency = Histogram(
             "conveyor_dispatch_latency_seconds",
             "From an event that made tasks ready to their publish being confirmed",

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from conveyor import names, scaling
 from conveyor.broker import Admin, BrokerError, QueueStats
@@ -32,6 +32,7 @@ log = logging.getLogger("conveyor.operator.pools")
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 PoolKey = tuple[str, str, str]  # namespace, workflow, task type
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Pool:
     backlog: int = 0
     dead_letters: int = 0
     ready_replicas: int = 0
+    emptied_at: float | None = None
+    """When its queue was last seen with no message ready (monotonic); None: not yet."""
 
     @property
     def deployment(self) -> str:
@@ -158,6 +161,7 @@ class PoolManager:
 
     async def _refresh_broker_figures(self, keys: set[PoolKey]) -> None:
         async with self._admin_lock:
+            seen = time.monotonic()  # the figures are at least this fresh
             try:
                 stats = await asyncio.to_thread(self._inspect, sorted(keys))
             except BrokerError as error:
@@ -170,6 +174,8 @@ class PoolManager:
                 continue
             pool.backlog = queue.backlog if queue else 0
             pool.dead_letters = dead.backlog if dead else 0
+            if queue is not None and queue.backlog == 0:
+                pool.emptied_at = seen
             self._metrics.backlog.labels(*key).set(pool.backlog)
 
     def _inspect(self, keys: list[PoolKey]) -> dict[PoolKey, tuple[QueueStats | None,
@@ -191,16 +197,21 @@ class PoolManager:
                 log.debug("Admin close failed", exc_info=True)
             self._admin = None
 
-    async def admin_call(self, call: Callable[[Admin], None]) -> None:
-        """Run a declare or delete on the shared admin connection (serialised)."""
+    def emptied_at(self, key: PoolKey) -> float | None:
+        """When the pool's queue was last seen with no message ready (monotonic)."""
+        pool = self.pools.get(key)
+        return None if pool is None else pool.emptied_at
+
+    async def admin_call(self, call: Callable[[Admin], T]) -> T:
+        """Run a declare, delete or inspect on the shared admin connection (serialised)."""
         async with self._admin_lock:
-            def work() -> None:
+            def work() -> T:
                 if self._admin is None:
                     self._admin = Admin(self._settings.broker)
-                call(self._admin)
+                return call(self._admin)
 
             try:
-                await asyncio.to_thread(work)
+                return await asyncio.to_thread(work)
             except BrokerError:
                 self._drop_admin()
                 raise

@@ -17,6 +17,7 @@ from conveyor.operator.pools import PoolManager
 from conveyor.operator.reconcile import Reconciler
 from conveyor.operator.removal import RemovalWatch
 from conveyor.operator.runs import RunManager
+from conveyor.operator.runs.leasekeeping import LeaseKeeper
 from conveyor.operator.settings import Settings
 from conveyor.operator.supervision import supervised
 from conveyor.operator.triggers import TriggerRouter
@@ -47,6 +48,10 @@ class Runtime:
                                  workers=lambda: self.runs.workers)
         self.runs = RunManager(settings, self.kube, self.link, self.workflows,
                                metrics=self.metrics, on_dispatch=self.pools.dispatched)
+        self.lease_keeper = LeaseKeeper(
+            self.runs.runs, self.runs.actor, self.runs.leases, self.link, self.metrics,
+            emptied_at=self.pools.emptied_at, unread_events=self._unread_events,
+            unread_limit=0, interval=max(1.0, min(30.0, settings.lease_seconds / 4)))
         self.reconciler = Reconciler(settings, self.kube, self.workflows, self.pools,
                                      self.runs)
         self.events_queue = operator_queue(settings.instance, "events")
@@ -81,6 +86,7 @@ class Runtime:
         self.runs.start(loop, self.events_queue, existing)
         self.triggers.start(loop)
         self._tasks = [loop.create_task(supervised("pools", self.pools.run)),
+                       loop.create_task(supervised("leases", self.lease_keeper.run)),
                        loop.create_task(supervised("api-probe", self.health.probe))]
         if self.settings.health_port:
             self._server = await self.health.serve(self.settings.health_address,
@@ -98,6 +104,15 @@ class Runtime:
         await asyncio.to_thread(self.trigger_link.close)
         await self._remove_queues_if_uninstalled()
         log.info("Operator stopped")
+
+    async def _unread_events(self) -> int | None:
+        """Events ready in this install's queue, not yet delivered to it; None: unknown."""
+        try:
+            stats = await self.pools.admin_call(lambda admin: admin.inspect(self.events_queue))
+        except BrokerError as error:
+            log.debug("Inspecting the events queue failed error=%s", error)
+            return None
+        return None if stats is None else stats.backlog
 
     async def _remove_queues_if_uninstalled(self) -> None:
         """Stopping because the install was removed (its Deployment is gone): its queues go

@@ -35,6 +35,10 @@ class Settings:
     """Name of the Lease that elects the one replica that acts; None: no election."""
     lease_namespace: str = "default"
     """Namespace of that Lease: the operator's own (`POD_NAMESPACE`)."""
+    lease_seconds: float = 120.0
+    """An attempt in flight with no sign for this long is checked for a lost message and
+    dispatched again (`CONVEYOR_LEASE_SECONDS`); keep it above a few worker heartbeat
+    intervals (`CONVEYOR_HEARTBEAT_SECONDS` of the workers, 30 by default)."""
     own_deployment: str | None = None
     """The operator's own Deployment (`CONVEYOR_OPERATOR_DEPLOYMENT`), in `lease_namespace`:
     when it is gone as the operator stops, the install was removed and its queues go too."""
@@ -106,6 +110,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if port is None:
         port = int(_number(env.get("CONVEYOR_HEALTH_PORT", "8080"), "CONVEYOR_HEALTH_PORT", int))
     lease = args.leader_lease or env.get("CONVEYOR_LEADER_LEASE", "conveyor-operator")
+    lease_seconds = _number(env.get("CONVEYOR_LEASE_SECONDS", "120"), "CONVEYOR_LEASE_SECONDS",
+                            float)
+    if lease_seconds < 1:
+        raise SettingsError(f"CONVEYOR_LEASE_SECONDS: {lease_seconds:g} is below 1 second")
     return Settings(
         broker=broker,
         namespaces=tuple(namespaces),
@@ -116,4 +124,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         leader_lease=None if lease.lower() == "none" else lease,
         lease_namespace=env.get("POD_NAMESPACE") or (namespaces[0] if namespaces else "default"),
         own_deployment=env.get("CONVEYOR_OPERATOR_DEPLOYMENT") or None,
+        lease_seconds=float(lease_seconds),
     )

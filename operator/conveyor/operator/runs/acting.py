@@ -17,6 +17,7 @@ from conveyor.manifests import task_message
 from conveyor.models import RunEvent
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.runs.flushing import Flusher
+from conveyor.operator.runs.leases import Leases
 from conveyor.operator.runs.records import ActiveRun, Send
 from conveyor.operator.seams import BrokerLink, Delivery
 
@@ -26,8 +27,10 @@ class Actor:
 
     def __init__(self, runs: Mapping[str, ActiveRun], link: BrokerLink, flusher: Flusher,
                  metrics: Metrics, *, on_dispatch: Callable[[str, str, str], None],
-                 on_phase_change: Callable[[], None], reply_to: str) -> None:
+                 on_phase_change: Callable[[], None], reply_to: str,
+                 leases: Leases) -> None:
         self._runs = runs
+        self._leases = leases  # a dispatch is the first sign of an attempt
         self._reply_to = reply_to  # this install: workers route the attempts' events to it
         self._link = link
         self._flusher = flusher
@@ -91,6 +94,7 @@ class Actor:
         self._send(run, names.TASKS_EXCHANGE, queue, encode_task(message), action.attempt_id,
                    mandatory=True)
         self._metrics.dispatched.inc()
+        self._leases.renew(action.attempt_id, time.monotonic())
         self._on_dispatch(ref.namespace, ref.workflow, action.task_type)
 
     def _publish_run_event(self, run: ActiveRun, action: engine.EmitRunEvent) -> None:

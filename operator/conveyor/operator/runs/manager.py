@@ -42,6 +42,7 @@ from conveyor.operator.runs.admission import Admission
 from conveyor.operator.runs.attempts import Attempts
 from conveyor.operator.runs.expiry import Expiry
 from conveyor.operator.runs.flushing import RETRY_SECONDS, Flusher
+from conveyor.operator.runs.leases import Leases
 from conveyor.operator.runs.rebuilding import give_state
 from conveyor.operator.runs.records import ActiveRun, RunRef
 from conveyor.operator.runs.routing import EventRouter
@@ -74,12 +75,14 @@ class RunManager:
                                spawn=self._spawn, current=self._current,
                                on_gone=self._gone, on_written=self._written,
                                retry_seconds=retry_seconds)
+        self.leases = Leases(settings.lease_seconds)
         self.actor = Actor(self.runs, link, self.flusher, metrics, on_dispatch=on_dispatch,
-                           on_phase_change=self._count_phases, reply_to=settings.instance)
+                           on_phase_change=self._count_phases, reply_to=settings.instance,
+                           leases=self.leases)
         self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
         self.expiry = Expiry(kube, workflows, self._spawn)
         self.attempts = Attempts(metrics)
-        self.router = EventRouter(self.runs, self.actor, self.attempts, metrics)
+        self.router = EventRouter(self.runs, self.actor, self.attempts, self.leases, metrics)
         workflows.on_change(self._workflow_changed)
 
     @property

@@ -7,6 +7,7 @@ event cannot come before its run is seen)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -17,6 +18,7 @@ from conveyor.broker.codec import decode_event
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.runs.acting import Actor
 from conveyor.operator.runs.attempts import Attempts
+from conveyor.operator.runs.leases import Leases
 from conveyor.operator.runs.records import ActiveRun
 from conveyor.operator.seams import Delivery
 
@@ -27,8 +29,9 @@ class EventRouter:
     """Routes worker events; holds the ones parked for runs being rebuilt."""
 
     def __init__(self, runs: Mapping[str, ActiveRun], actor: Actor, attempts: Attempts,
-                 metrics: Metrics) -> None:
+                 leases: Leases, metrics: Metrics) -> None:
         self._runs = runs
+        self._leases = leases
         self._actor = actor
         self._attempts = attempts
         self._metrics = metrics
@@ -51,6 +54,7 @@ class EventRouter:
             delivery.ack()
             return
         self._attempts.track(message.attempt_id, message.status, message.worker)
+        self._leases.renew(message.attempt_id, time.monotonic())
         run = self._runs.get(parsed[0])
         if run is None:
             log.debug("Event dropped: no such run attempt=%s", message.attempt_id)
