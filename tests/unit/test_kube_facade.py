@@ -155,3 +155,21 @@ def test_answers_come_back_and_calls_run_off_the_loop() -> None:
     facade = AsyncKube(cast(Kube, stub))
     assert asyncio.run(facade.get_config_map_data("ns", "cm")) == {"spec.json": "{}"}
     assert seen == [False], "the blocking call ran in a worker thread, not on the loop"
+
+
+@pytest.mark.parametrize(("header", "expected"), [("3", 3.0), ("0.5", 0.5), (None, None),
+                                                  ("Wed, 21 Oct 2026 07:28:00 GMT", None),
+                                                  ("-4", None)])
+def test_a_429_carries_the_servers_retry_after(header: str | None,
+                                               expected: float | None) -> None:
+    raised = ApiException(status=429, reason="Too Many Requests")
+    raised.headers = {} if header is None else {"Retry-After": header}
+    with pytest.raises(KubeError) as caught:
+        asyncio.run(AsyncKube(kube(raised)).replace_status("workflowruns", "ns", "r1", {}))
+    error = caught.value
+    assert error.retryable and error.retry_after == expected
+    assert error.delay(1.0) == max(1.0, expected or 0.0)
+
+
+def test_a_wild_retry_after_is_bounded() -> None:
+    assert KubeError("x", 429, retry_after=86400).delay(2.0) == 60.0

@@ -8,6 +8,7 @@ ready before checking that something did *not* happen.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from conveyor import engine
 from conveyor.broker.errors import LinkClosedError, PublishRejectedError
+from conveyor.engine import progress as engine_progress
 from conveyor.kube import KubeError
 from conveyor.kube.errors import api_error, transport_error
 from conveyor.models import TaskMessage
@@ -100,6 +102,7 @@ WRITE_ERRORS = {
         "replace status", ConnectionRefusedError(111, "Connection refused")),
     "timeout": lambda: transport_error("replace status", TimeoutError("timed out")),
     "gateway-timeout": lambda: KubeError("replace status: Gateway Timeout", 504),
+    "throttled": lambda: KubeError("replace status: Too Many Requests", 429, retry_after=0.03),
     "not-a-kube-error": lambda: RuntimeError("a bug below the facade"),
 }
 
@@ -704,5 +707,70 @@ def test_an_unforeseen_error_while_a_run_starts_is_retried_not_fatal() -> None:
         await bed.until(bed.link.task_ids, what="r1's first dispatch")
         assert bed.link.task_ids() == ["uid-r1/a/1"]
         assert bed.kube.faults_left("apply_config_map") == 0, "the failing write was tried"
+
+    drive(scenario)
+
+
+def test_a_429_write_waits_what_the_server_asked_before_trying_again() -> None:
+    async def scenario() -> None:
+        bed = Bed(retry_seconds=0.01)
+        bed.add_workflow(TWO_STEPS)
+        bed.start()
+        bed.add_run("r1")
+        await started(bed)
+        bed.kube.fail_next("replace_status",
+                           KubeError("replace status: Too Many Requests", 429, retry_after=0.4))
+        bed.send("uid-r1/a/1", outputs={"x": 1})
+        failed = await bed.until_found(lambda: next(iter(writes(bed, ok=False)), None),
+                                       what="the throttled write")
+        retried = await bed.until_found(
+            lambda: next((w for w in writes(bed) if w.seq > failed.seq), None),
+            what="the write tried again")
+        assert retried.at - failed.at >= 0.4, "tried again before the server's Retry-After"
+
+    drive(scenario)
+
+
+def test_an_event_that_meets_a_bug_is_dropped_and_the_loop_keeps_serving() -> None:
+    async def scenario() -> None:
+        bed = Bed()
+        bed.add_workflow(TWO_STEPS)
+        bed.start()
+        bed.add_run("r1")
+        bed.add_run("r2")
+        await started(bed, "r1")
+        await started(bed, "r2")
+        run = bed.run("uid-r1")
+        assert run is not None and run.state is not None
+        run.state.tasks[0].spec = None  # type: ignore[assignment]  # corrupt: apply raises
+        poisoned = bed.send("uid-r1/a/1", outputs={"x": 1})
+        await bed.until(lambda: poisoned.settled, what="the poisoned event settled")
+        assert poisoned.settlements == ["ack"]
+        assert bed.metrics.events.labels("succeeded", "error")._value.get() == 1
+        # The other run is untouched and carries on.
+        bed.send("uid-r2/a/1", outputs={"x": 2})
+        await bed.until(lambda: phase(bed.status("r2"), "a") == "Succeeded",
+                        what="the other run to go on")
+
+    drive(scenario)
+
+
+def test_a_timer_that_meets_a_bug_is_armed_again() -> None:
+    async def scenario() -> None:
+        bed = Bed(retry_seconds=0.02)
+        bed.add_workflow(workflow_spec({"name": "a", "retry": {"limit": 2,
+                                                               "backoffSeconds": 1}}))
+        bed.start()
+        bed.add_run("r1")
+        await started(bed)
+        run = bed.run("uid-r1")
+        assert run is not None and run.state is not None
+        bed.send("uid-r1/a/1", "failed", error="boom")
+        await bed.until(lambda: phase(bed.status("r1"), "a") == "Retrying",
+                        what="the task to wait for its retry")
+        # A timer for a task that does not exist, in front of the retry's: the Tick that
+        # meets it raises (once: it is taken off the heap first).
+        heapq.heappush(run.state.timers, (0, engine_progress.RETRY_TIMER, 99, 0, 1))
+        await bed.until(lambda: bed.link.with_id("uid-r1/a/2"), what="the retry after all")
 
     drive(scenario)

@@ -3,7 +3,8 @@ tree, and the mapping of everything the Kubernetes client, urllib3 and sockets r
 
     ConveyorError
      └── KubeError   `status` is the HTTP status, 0 when no answer came (refused, reset,
-                     timed out, TLS); `retryable` says whether trying again can help
+                     timed out, TLS); `retryable` says whether trying again can help, and
+                     `retry_after` when (the server's Retry-After, as on a 429)
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from conveyor.errors import ConveyorError
 
 # Statuses worth trying again: the server is overloaded, restarting or behind a proxy that is.
 RETRYABLE_STATUSES = frozenset((0, 408, 429, 500, 502, 503, 504))
+MAX_RETRY_AFTER = 60.0
 
 
 class KubeError(ConveyorError):
     """A call to the API server failed; `status` is its HTTP status (0 when none came)."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+        """Seconds the server asked to wait before trying again, if it did."""
 
     @property
     def not_found(self) -> bool:
@@ -42,13 +46,32 @@ class KubeError(ConveyorError):
     def retryable(self) -> bool:
         return self.status in RETRYABLE_STATUSES
 
+    def delay(self, default: float) -> float:
+        """How long to wait before trying again: the server's Retry-After when it gave one
+        (bounded: a wild header must not park a run for hours), else `default`."""
+        if self.retry_after is None:
+            return default
+        return max(default, min(self.retry_after, MAX_RETRY_AFTER))
+
 
 def api_error(what: str, error: ApiException) -> KubeError:
     """A KubeError for an answer of the API server that is an error."""
     reason = error.reason or ""
     with contextlib.suppress(ValueError, AttributeError):
         reason = json.loads(error.body or "{}").get("message", reason)
-    return KubeError(f"{what}: {reason}", int(error.status or 0))
+    return KubeError(f"{what}: {reason}", int(error.status or 0), _retry_after(error))
+
+
+def _retry_after(error: ApiException) -> float | None:
+    """The Retry-After header in seconds (the API server's priority and fairness sends one
+    with a 429); an HTTP date or garbage counts as absent."""
+    headers = error.headers or {}
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        seconds = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 # What a call can raise besides ApiException when no answer came: urllib3's errors (refused

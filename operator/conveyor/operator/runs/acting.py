@@ -8,6 +8,7 @@ once if it changed nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -21,6 +22,8 @@ from conveyor.operator.runs.leases import Leases
 from conveyor.operator.runs.records import ActiveRun, Send
 from conveyor.operator.seams import BrokerLink, Delivery
 
+log = logging.getLogger("conveyor.operator.runs")
+
 
 class Actor:
     """Applies signals to runs and carries out the actions that follow."""
@@ -28,9 +31,10 @@ class Actor:
     def __init__(self, runs: Mapping[str, ActiveRun], link: BrokerLink, flusher: Flusher,
                  metrics: Metrics, *, on_dispatch: Callable[[str, str, str], None],
                  on_phase_change: Callable[[], None], reply_to: str,
-                 leases: Leases) -> None:
+                 leases: Leases, retry_seconds: float) -> None:
         self._runs = runs
         self._leases = leases  # a dispatch is the first sign of an attempt
+        self._retry_seconds = retry_seconds  # after a timer's Tick failed
         self._reply_to = reply_to  # this install: workers route the attempts' events to it
         self._link = link
         self._flusher = flusher
@@ -84,7 +88,12 @@ class Actor:
         run = self._runs.get(uid)
         if run is not None and run.state is not None:
             run.timer = None
-            self.apply(run, engine.Tick())
+            try:
+                self.apply(run, engine.Tick())
+            except Exception:  # a callback of the loop: raising would drop the run's timer
+                log.exception("Timer failed run=%s/%s; trying again in %.1fs",
+                              run.ref.namespace, run.ref.name, self._retry_seconds)
+                self._arm(run, time.time() + self._retry_seconds)
 
     def _publish_task(self, run: ActiveRun, action: engine.Publish) -> None:
         ref = run.ref

@@ -96,11 +96,13 @@ class Flusher:
             if isinstance(error, KubeError) and error.not_found:
                 self._on_gone(run, acks)
                 return
-            log.warning("Status write failed run=%s/%s error=%s: %s", ref.namespace, ref.name,
-                        type(error).__name__, error)
+            delay = (error.delay(self._retry_seconds) if isinstance(error, KubeError)
+                     else self._retry_seconds)
+            log.warning("Status write failed run=%s/%s error=%s: %s; retrying in %.1fs",
+                        ref.namespace, ref.name, type(error).__name__, error, delay)
             run.acks[:0] = acks
             run.dirty = True
-            await asyncio.sleep(self._retry_seconds)
+            await asyncio.sleep(delay)  # a backoff before the next try, not a wait on state
             return
         self._metrics.status_writes.labels("WorkflowRun", "ok").inc()
         run.last_write = time.monotonic()

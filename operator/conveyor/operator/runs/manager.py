@@ -78,7 +78,7 @@ class RunManager:
         self.leases = Leases(settings.lease_seconds)
         self.actor = Actor(self.runs, link, self.flusher, metrics, on_dispatch=on_dispatch,
                            on_phase_change=self._count_phases, reply_to=settings.instance,
-                           leases=self.leases)
+                           leases=self.leases, retry_seconds=retry_seconds)
         self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
         self.expiry = Expiry(kube, workflows, self._spawn)
         self.attempts = Attempts(metrics)

@@ -64,7 +64,17 @@ class EventRouter:
         if run.state is None:  # being rebuilt from its status: apply once it is
             self._parked[parsed[0]].append(delivery)
             return
-        effect = self._actor.apply(run, engine.from_message(message), delivery)
+        try:
+            effect = self._actor.apply(run, engine.from_message(message), delivery)
+        except Exception:
+            # A bug met by this event. Requeued, it would come straight back and fail again;
+            # dropped, the attempt's lease brings it back at a lease's pace, visibly.
+            log.exception("Event failed to apply; dropped attempt=%s status=%s",
+                          message.attempt_id, message.status)
+            self._metrics.events.labels(message.status, "error").inc()
+            if not delivery_settled(run, delivery):
+                delivery.ack()
+            return
         self._metrics.events.labels(message.status, "applied" if effect else "ignored").inc()
 
     def release_parked(self, uid: str) -> None:
@@ -76,3 +86,8 @@ class EventRouter:
         """The run is gone: its parked events need nothing more."""
         for delivery in self._parked.pop(uid, []):
             delivery.ack()
+
+
+def delivery_settled(run: ActiveRun, delivery: Delivery) -> bool:
+    """Whether the run already holds `delivery` to ack with its next status write."""
+    return any(held is delivery for held in run.acks)
