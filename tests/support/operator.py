@@ -58,9 +58,11 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def operator_process(cluster: Any, amqp_url: str, namespace: str, log: Path) -> OperatorProcess:
-    """An operator for `namespace` (not started), electing its leader with a Lease there."""
+def operator_process(cluster: Any, amqp_url: str, namespace: str, log: Path,
+                     **extra_env: str) -> OperatorProcess:
+    """An operator for `namespace` (not started), electing its leader with a Lease there;
+    `extra_env` adds to (or overrides) its environment."""
     env = {**cluster.env(), "CONVEYOR_AMQP_URL": amqp_url, "CONVEYOR_HEALTH_PORT": "0",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", **extra_env}
     return OperatorProcess(argv=[sys.executable, "-m", "conveyor.operator", "-n", namespace],
                            env=env, log=log)
