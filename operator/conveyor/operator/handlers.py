@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from conveyor import names
-from conveyor.broker import BrokerError, TLSError
+from conveyor.broker import BrokerError, BrokerSettingsError, TLSError
 from conveyor.kube import KubeError
 from conveyor.operator.reconcile import Retry
 from conveyor.operator.runtime import Runtime
@@ -58,9 +58,10 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         try:
             memo.runtime = Runtime(memo.settings)
             await memo.runtime.start()
-        except TLSError as error:
+        except (TLSError, BrokerSettingsError) as error:
             # kopf would retry a startup handler every minute, saying only that it failed:
-            # no retry mends a CA or a host name, so the operator exits saying why.
+            # no retry mends a CA, a host name or a URL pika refuses, so the operator exits
+            # saying why.
             raise kopf.PermanentError(str(error)) from error
 
     @kopf.on.login(registry=registry)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType, ModuleType
 
-from conveyor.broker import Link, TLSError
+from conveyor.broker import BrokerSettingsError, Link, TLSError
 from conveyor.worker.errors import WorkerConfigError
 from conveyor.worker.metrics import Metrics
 from conveyor.worker.registry import TaskDefinition, select
@@ -77,7 +77,7 @@ def serve(settings: WorkerSettings, definition: TaskDefinition) -> int:
                     settings.broker.ca_file)
     try:
         link = Link(settings.broker, name=settings.broker.name).start()
-    except TLSError as error:  # the CA file cannot be used
+    except (TLSError, BrokerSettingsError) as error:  # the CA file, a URL pika refuses
         print(f"conveyor-worker: {error}", file=sys.stderr)
         return 2
     try:
