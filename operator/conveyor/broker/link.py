@@ -205,8 +205,8 @@ class Link:
             self._state.notify_all()
 
     def _failed(self, failure: BrokerError) -> None:
-        """A connection attempt failed: say why, keep it for `failure`, try again later."""
-        self._set_failure(failure)
+        """A connection attempt failed: say why, keep it for `failure` (after the log line,
+        so whoever it wakes finds the line written), try again later."""
         if isinstance(failure, TLSError):
             # Not a broker to wait for: no quick retries, and an error, not a warning.
             self._backoff.failures = max(self._backoff.failures, 10)
@@ -217,6 +217,7 @@ class Link:
             delay = self._backoff.next()
             log.warning("Lost RabbitMQ connection broker=%s reason=%s; retrying in %.1fs",
                         self._settings.masked, repr(failure.__cause__ or failure), delay)
+        self._set_failure(failure)
         self._ioloop.call_later(delay, self._connect)
 
     def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
