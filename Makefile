@@ -42,7 +42,7 @@ testbed-purge: ## Stop the test bed and delete its state (.testbed/)
 	@if [ -x $(PY) ]; then $(TESTBED) down --purge; fi
 
 .PHONY: testbed-env
-testbed-env: ## Print export lines for KUBECONFIG, CONVEYOR_AMQP_URL and kubectl's PATH (eval them)
+testbed-env: ## Print export lines for KUBECONFIG, CONVEYOR_AMQP_URL (and CONVEYOR_AMQPS_URL with its CONVEYOR_AMQP_CA_FILE) and kubectl's PATH (eval them)
 	@$(TESTBED) env
 
 .PHONY: testbed-status

@@ -2,7 +2,8 @@
 a namespace per test.
 
 Set CONVEYOR_TEST_USE_KUBECONFIG=1 to run against the cluster that KUBECONFIG names and the
-broker that CONVEYOR_AMQP_URL names instead of the local test bed.
+broker that CONVEYOR_AMQP_URL names instead of the local test bed; the TLS tests then need
+CONVEYOR_AMQPS_URL and CONVEYOR_AMQP_CA_FILE too (they skip without).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from testbed import rabbitmq
+from testbed import pki, rabbitmq
 from testbed.layout import paths, ports
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +81,33 @@ def amqp_url(cluster: Cluster) -> Iterator[str]:
     url = rabbitmq.add_vhost(paths(), ports(), vhost)
     yield url
     rabbitmq.delete_vhost(paths(), ports(), vhost)
+
+
+@dataclass(frozen=True)
+class BrokerTLS:
+    """The broker's TLS listener, on the session's vhost."""
+
+    url: str
+    """amqps:// by a name the broker's certificate carries."""
+    ca_file: Path
+    """The CA that signed the broker's certificate."""
+    wrong_ca_file: Path
+    """A CA that did not."""
+
+
+@pytest.fixture(scope="session")
+def broker_tls(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> BrokerTLS:
+    other = tmp_path_factory.mktemp("other-ca")
+    pki.ensure_broker(other)  # a CA of its own, never the broker's
+    if _external():
+        url, ca = os.environ.get("CONVEYOR_AMQPS_URL"), os.environ.get("CONVEYOR_AMQP_CA_FILE")
+        if not url or not ca:
+            pytest.skip("needs CONVEYOR_AMQPS_URL and CONVEYOR_AMQP_CA_FILE")
+        return BrokerTLS(url, Path(ca), other / "amqp-ca.crt")
+    path = urllib.parse.urlsplit(amqp_url).path
+    vhost = urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
+    return BrokerTLS(rabbitmq.amqps_url(paths(), ports(), vhost), paths().amqp_ca,
+                     other / "amqp-ca.crt")
 
 
 @pytest.fixture(scope="session")

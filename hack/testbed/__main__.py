@@ -97,6 +97,11 @@ def env() -> None:
         sys.exit("the test bed has not been started: run `make testbed-up`")
     print(f"export KUBECONFIG={p.admin_kubeconfig}")
     print(f"export CONVEYOR_AMQP_URL='{p.amqp_url_file.read_text().strip()}'")
+    # The TLS listener's URL under a name of the test bed's own (the product reads only
+    # CONVEYOR_AMQP_URL); the CA file is ignored for amqp://, so exporting it costs nothing.
+    if p.amqps_url_file.exists():
+        print(f"export CONVEYOR_AMQPS_URL='{p.amqps_url_file.read_text().strip()}'")
+        print(f"export CONVEYOR_AMQP_CA_FILE={p.amqp_ca}")
     bin_dir = (p.root / "bin-dir").read_text().strip()
     print(f'export PATH="{bin_dir}:$PATH"')
 
@@ -119,7 +124,8 @@ def main() -> None:
     sub.add_parser("up", help="build (when cold) and start every part; idempotent")
     d = sub.add_parser("down", help="stop every part; nothing is left running or listening")
     d.add_argument("--purge", action="store_true", help="also delete the state directory")
-    sub.add_parser("env", help="print export lines for KUBECONFIG and CONVEYOR_AMQP_URL")
+    sub.add_parser("env", help="print export lines for KUBECONFIG, CONVEYOR_AMQP_URL, "
+                               "CONVEYOR_AMQPS_URL and CONVEYOR_AMQP_CA_FILE")
     sub.add_parser("status", help="show which parts run")
     args = parser.parse_args()
     if args.command == "up":

@@ -28,6 +28,8 @@ class Ports:
     amqp: int
     erlang_dist: int
     epmd: int
+    amqps: int
+    """RabbitMQ's TLS listener (127.0.0.1 only), beside the plain `amqp` one."""
 
 
 def _free_port() -> int:
@@ -37,14 +39,24 @@ def _free_port() -> int:
 
 
 def ports() -> Ports:
-    """The ports of this state directory, chosen once and then kept."""
+    """The ports of this state directory, chosen once and then kept.
+
+    A state directory made before a port was added keeps its ports and gets a free one for
+    each new field, so an old test bed comes up again without a purge.
+    """
     path = state_dir() / "ports.json"
-    if path.exists():
-        return Ports(**json.loads(path.read_text()))
-    chosen: set[int] = set()
-    while len(chosen) < len(Ports.__dataclass_fields__):
-        chosen.add(_free_port())
-    result = Ports(*sorted(chosen))
+    known: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [name for name in Ports.__dataclass_fields__ if name not in known]
+    if not missing:
+        return Ports(**known)
+    fresh: set[int] = set()
+    while len(fresh) < len(missing):
+        port = _free_port()
+        if port not in known.values():
+            fresh.add(port)
+    # A fresh state directory gets its ports in field order, as it always did.
+    known.update(zip(missing, sorted(fresh), strict=True))
+    result = Ports(**known)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(result)))
     return result
@@ -85,6 +97,15 @@ class Paths:
     @property
     def amqp_url_file(self) -> Path:
         return self.root / "amqp-url"
+
+    @property
+    def amqps_url_file(self) -> Path:
+        return self.root / "amqps-url"
+
+    @property
+    def amqp_ca(self) -> Path:
+        """The CA that signed RabbitMQ's TLS certificate (not the cluster's CA)."""
+        return self.pki / "amqp-ca.crt"
 
     def ensure(self) -> Paths:
         for d in (self.root, self.pki, self.logs, self.pids, self.pods, self.rabbitmq):

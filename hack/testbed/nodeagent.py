@@ -3,14 +3,16 @@
 It registers one Node, keeps it Ready (status heartbeats and a Lease), and for every pod bound
 to it: resolves each container's env (literals, Secrets, ConfigMaps, the downward API), writes a
 kubeconfig carrying a token of the pod's ServiceAccount (TokenRequest, bound to the pod, so RBAC
-applies to what the pod does), runs `command` + `args` with the test bed's PATH, restarts per
+applies to what the pod does), mounts its Secret and ConfigMap volumes (volumes.py: a mount
+namespace per container), runs `command` + `args` with the test bed's PATH, restarts per
 `restartPolicy`, reports phase, readiness, exit codes and restarts in the pod status, keeps each
 container's output in `<state>/pods/<namespace>/<pod>/<container>.log`, and on deletion sends
 SIGTERM, then SIGKILL after the grace period, then removes the pod.
 
 What it does not do: pull images (a container without `command` waits with reason NoCommand),
 isolate processes (pods share the host's network; each gets its own loopback podIP, so
-processes that bind `status.podIP` coexist), liveness probes, volumes.
+processes that bind `status.podIP` coexist), liveness probes, volumes other than Secrets and
+ConfigMaps.
 
     python -m testbed.nodeagent    (PYTHONPATH=hack; started by `python -m testbed up`)
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import pki, podenv, procs
+from . import pki, podenv, procs, volumes
 from .layout import NODE_NAME, paths, ports
 from .rest import ApiError, Rest
 
@@ -217,6 +219,8 @@ class PodRunner(threading.Thread):
             return
         try:
             env = podenv.resolve(self._pod_with_ips(), spec, self.agent.lookup(self.ns))
+            mounts = volumes.prepare(self.pod, spec, self.agent.lookup(self.ns),
+                                     self.dir / "volumes" / c.name)
         except (podenv.ConfigError, ApiError) as error:
             c.waiting = ("CreateContainerConfigError", str(error))
             return
@@ -229,6 +233,7 @@ class PodRunner(threading.Thread):
         )
         full_env.update(env)
         argv = [podenv.expand(a, env) for a in [*spec["command"], *(spec.get("args") or [])]]
+        argv = volumes.wrap(argv, mounts, self.dir / "mounts" / c.name)
         workdir = spec.get("workingDir")
         cwd = workdir if workdir and Path(workdir).is_dir() else str(self.dir)
         if c.terminated is not None:

@@ -110,6 +110,27 @@ def ensure(pki: Path) -> None:
     (pki / "done").write_text("ok\n")
 
 
+def ensure_broker(pki: Path) -> None:
+    """Create RabbitMQ's TLS certificate for localhost and 127.0.0.1, signed by a CA of its own.
+
+    A CA apart from the cluster's, so that the cluster's CA is a real wrong CA for the
+    broker (a client that trusts it must fail to verify RabbitMQ). Made apart from `ensure`
+    so that a state directory older than the TLS listener gets it too.
+    """
+    if (pki / "amqp-done").exists():
+        return
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _issue(_name("conveyor-testbed-amqp-ca"), ca_key, None)
+    _write_key(pki / "amqp-ca.key", ca_key)
+    _write_cert(pki / "amqp-ca.crt", ca)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _issue(_name("rabbitmq"), server_key, (ca, ca_key),
+                    server_names=(["localhost"], ["127.0.0.1"]))
+    _write_key(pki / "rabbitmq.key", server_key)
+    _write_cert(pki / "rabbitmq.crt", server)
+    (pki / "amqp-done").write_text("ok\n")
+
+
 def kubeconfig(server: str, ca: Path, user: dict[str, str], name: str = "conveyor-testbed") -> str:
     """A kubeconfig for `server` with the given user entry (client cert or token)."""
     return yaml.safe_dump(

@@ -1,7 +1,10 @@
 """RabbitMQ from Debian's package, as this test bed's own node on loopback.
 
 The node has its own epmd port, Erlang cookie, data directory and AMQP port, so it never meets
-another RabbitMQ on the machine, and `down` leaves nothing of it running.
+another RabbitMQ on the machine, and `down` leaves nothing of it running. Beside the plain
+listener it listens with TLS (`amqps`, 127.0.0.1 only) with a certificate for localhost and
+127.0.0.1 signed by a CA of the test bed's own (`pki.ensure_broker`); clients need no
+certificate of their own.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import urllib.parse
 from pathlib import Path
 
 import pika
 
-from . import procs
+from . import pki, procs
 from .layout import Paths, Ports
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -78,6 +82,14 @@ def _configure(paths: Paths, ports: Ports) -> None:
         "\n".join(
             [
                 f"listeners.tcp.1 = 127.0.0.1:{ports.amqp}",
+                f"listeners.ssl.1 = 127.0.0.1:{ports.amqps}",
+                f"ssl_options.cacertfile = {paths.amqp_ca}",
+                f"ssl_options.certfile = {paths.pki / 'rabbitmq.crt'}",
+                f"ssl_options.keyfile = {paths.pki / 'rabbitmq.key'}",
+                # Server authentication only: clients log in with the password, as on the
+                # plain listener.
+                "ssl_options.verify = verify_none",
+                "ssl_options.fail_if_no_peer_cert = false",
                 f"default_user = {USER}",
                 f"default_pass = {_password(paths)}",
                 "default_vhost = /",
@@ -95,12 +107,19 @@ def amqp_url(paths: Paths, ports: Ports, vhost: str = "/") -> str:
     return f"amqp://{USER}:{_password(paths)}@127.0.0.1:{ports.amqp}/{quoted}"
 
 
+def amqps_url(paths: Paths, ports: Ports, vhost: str = "/") -> str:
+    """The TLS listener's URL, by the name its certificate carries (verify with amqp_ca)."""
+    quoted = urllib.parse.quote(vhost, safe="")
+    return f"amqps://{USER}:{_password(paths)}@localhost:{ports.amqps}/{quoted}"
+
+
 def start(paths: Paths, ports: Ports) -> None:
     if not installed():
         raise RuntimeError(
             "rabbitmq-server is not installed: run `make testbed-deps` "
             "(apt-get install rabbitmq-server) first"
         )
+    pki.ensure_broker(paths.pki)
     _configure(paths, ports)
     env = _env(paths, ports)
     state = paths.root
@@ -109,19 +128,27 @@ def start(paths: Paths, ports: Ports) -> None:
                 pids=paths.pids, logs=paths.logs, state=state, env=env)
     procs.start("rabbitmq", [str(SERVER)], pids=paths.pids, logs=paths.logs, state=state,
                 env=env)
-    paths.amqp_url_file.write_text(amqp_url(paths, ports) + "\n")
-    paths.amqp_url_file.chmod(0o600)
+    for path, url in ((paths.amqp_url_file, amqp_url(paths, ports)),
+                      (paths.amqps_url_file, amqps_url(paths, ports))):
+        path.write_text(url + "\n")
+        path.chmod(0o600)
 
 
 def wait(paths: Paths, ports: Ports, timeout: float = 90) -> None:
-    params = pika.URLParameters(amqp_url(paths, ports))
-    params.connection_attempts = 1
-    params.socket_timeout = 2
+    """Until both listeners take a login (the TLS one verified with the test bed's CA)."""
+    plain = pika.URLParameters(amqp_url(paths, ports))
+    tls = pika.URLParameters(amqps_url(paths, ports))
+    tls.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=str(paths.amqp_ca)),
+                                      server_hostname="localhost")
+    for params in (plain, tls):
+        params.connection_attempts = 1
+        params.socket_timeout = 2
 
     def check() -> bool:
         if procs.running_pid(paths.pids, "rabbitmq") is None:
             raise RuntimeError(f"RabbitMQ exited; see {paths.logs / 'rabbitmq.log'}")
-        pika.BlockingConnection(params).close()
+        for params in (plain, tls):
+            pika.BlockingConnection(params).close()
         return True
 
     procs.wait_until(check, timeout, "RabbitMQ", interval=0.3)

@@ -1,6 +1,10 @@
 """Pure builders of what the operator creates for a Workflow: one worker Deployment per task
 type and the Secret that carries the broker URL into the Workflow's namespace.
 
+With amqps and a CA file, that Secret carries the CA too (key `ca.crt`) and the workers mount
+it read-only: a worker trusts what the operator trusts, through the Secret in its own
+namespace, and never reads the operator's Secret (which lives elsewhere, under other RBAC).
+
 The manifests are server-side applied by the operator (field manager `conveyor-operator`), so a
 builder returns every field the operator owns and nothing else; replicas are the autoscaler's.
 """
@@ -15,6 +19,10 @@ from conveyor import names
 from conveyor.models import TaskType, WorkflowSpec
 
 AMQP_SECRET_KEY = "url"
+AMQP_CA_KEY = "ca.crt"  # the key cert-manager and kubernetes.io/tls Secrets use for a CA
+AMQP_CA_VOLUME = "conveyor-amqp-ca"
+AMQP_CA_DIR = "/etc/conveyor/amqp"
+AMQP_CA_FILE = f"{AMQP_CA_DIR}/{AMQP_CA_KEY}"
 # Time a worker gets to finish or requeue what it holds after SIGTERM, when no task of its
 # type declares a timeout; otherwise the longest timeout plus a margin, capped at an hour.
 DEFAULT_GRACE_SECONDS = 60
@@ -80,8 +88,12 @@ def grace_seconds(spec: WorkflowSpec, task_type: str) -> int:
     return min(max(timeouts) + GRACE_MARGIN_SECONDS, MAX_GRACE_SECONDS)
 
 
-def amqp_secret(owner: Owner, amqp_url: str) -> dict[str, Any]:
-    """The broker URL for the Workflow's workers; owned by the Workflow, so it goes with it."""
+def amqp_secret(owner: Owner, amqp_url: str, ca: str | None = None) -> dict[str, Any]:
+    """The broker URL (and the CA, PEM, that verifies it) for the Workflow's workers; owned
+    by the Workflow, so it goes with it."""
+    data = {AMQP_SECRET_KEY: amqp_url}
+    if ca is not None:
+        data[AMQP_CA_KEY] = ca
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -89,18 +101,20 @@ def amqp_secret(owner: Owner, amqp_url: str) -> dict[str, Any]:
                      "labels": _labels(owner.name),
                      "ownerReferences": [owner.reference()]},
         "type": "Opaque",
-        "stringData": {AMQP_SECRET_KEY: amqp_url},
+        "stringData": data,
     }
 
 
 def _worker_env(workflow: str, task_type: TaskType, queue: str,
-                grace: int) -> list[dict[str, Any]]:
+                grace: int, amqp_ca: bool) -> list[dict[str, Any]]:
     # Ours come after the user's: Kubernetes lets the last duplicate win, so a task type's
     # env cannot point its workers at another queue by accident.
+    ca = [{"name": "CONVEYOR_AMQP_CA_FILE", "value": AMQP_CA_FILE}] if amqp_ca else []
     return [
         *(var.model_dump(by_alias=True, exclude_none=True) for var in task_type.env),
         {"name": "CONVEYOR_AMQP_URL", "valueFrom": {"secretKeyRef": {
             "name": amqp_secret_name(workflow), "key": AMQP_SECRET_KEY}}},
+        *ca,
         {"name": "CONVEYOR_QUEUE", "value": queue},
         {"name": "CONVEYOR_TASK_TYPE", "value": task_type.name},
         {"name": "CONVEYOR_CONCURRENCY", "value": str(task_type.concurrency)},
@@ -114,15 +128,18 @@ def _worker_env(workflow: str, task_type: TaskType, queue: str,
 
 
 def worker_deployment(
-    owner: Owner, spec: WorkflowSpec, task_type: TaskType, replicas: int
+    owner: Owner, spec: WorkflowSpec, task_type: TaskType, replicas: int, *,
+    amqp_ca: bool = False,
 ) -> dict[str, Any]:
-    """The Deployment of one worker pool, consuming `conveyor.<ns>.<workflow>.<type>`."""
+    """The Deployment of one worker pool, consuming `conveyor.<ns>.<workflow>.<type>`;
+    `amqp_ca`: the broker Secret carries a CA, which the workers mount and verify with."""
     workflow, namespace = owner.name, owner.namespace
     queue = names.queue_name(namespace, workflow, task_type.name)
     container: dict[str, Any] = {
         "name": "worker",
         "image": task_type.image,
-        "env": _worker_env(workflow, task_type, queue, grace_seconds(spec, task_type.name)),
+        "env": _worker_env(workflow, task_type, queue, grace_seconds(spec, task_type.name),
+                           amqp_ca),
         "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -138,6 +155,19 @@ def worker_deployment(
     if task_type.resources is not None:
         container["resources"] = task_type.resources.model_dump(by_alias=True,
                                                                 exclude_none=True)
+    pod: dict[str, Any] = {
+        "terminationGracePeriodSeconds": grace_seconds(spec, task_type.name),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+    }
+    if amqp_ca:
+        container["volumeMounts"] = [{"name": AMQP_CA_VOLUME, "mountPath": AMQP_CA_DIR,
+                                      "readOnly": True}]
+        pod["volumes"] = [{"name": AMQP_CA_VOLUME, "secret": {
+            "secretName": amqp_secret_name(workflow),
+            # Only the CA: the URL, with its password, stays out of the filesystem.
+            "items": [{"key": AMQP_CA_KEY, "path": AMQP_CA_KEY}]}}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -152,12 +182,7 @@ def worker_deployment(
             "selector": {"matchLabels": selector_labels(workflow, task_type.name)},
             "template": {
                 "metadata": {"labels": _labels(workflow, task_type.name)},
-                "spec": {
-                    "terminationGracePeriodSeconds": grace_seconds(spec, task_type.name),
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "containers": [container],
-                },
+                "spec": pod,
             },
         },
     }

@@ -113,6 +113,23 @@ def release(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[Release]:
         made.uninstall()
 
 
+def _run_the_example(release: Release) -> None:
+    """Apply the example Workflow and its run; the run succeeds with the expected output."""
+    kubectl = ["-n", release.namespace]
+    release.kubectl(*kubectl, "apply", "-f", str(EXAMPLES / "order-fulfilment.yaml"),
+                    "-f", str(EXAMPLES / "order-fulfilment-run.yaml"))
+
+    def finished() -> str:
+        return release.kubectl(*kubectl, "get", "cwr", "order-42", "-o",
+                               "jsonpath={.status.phase}") in ("Succeeded", "Failed") and \
+            "done"
+
+    eventually(finished, 180, interval=0.5, what="the run to finish")
+    run = json.loads(release.kubectl(*kubectl, "get", "cwr", "order-42", "-o", "json"))
+    assert run["status"]["phase"] == "Succeeded", run["status"].get("message")
+    assert run["status"]["outputs"]["reserved"] == 20
+
+
 def test_the_example_runs_through_the_operator_pod_and_uninstall_cleans_up(
         release: Release, amqp_url: str, namespace: str) -> None:
     release.adopt_crds()
@@ -137,18 +154,7 @@ def test_the_example_runs_through_the_operator_pod_and_uninstall_cleans_up(
 
     try:
         kubectl = ["-n", namespace]
-        release.kubectl(*kubectl, "apply", "-f", str(EXAMPLES / "order-fulfilment.yaml"),
-                        "-f", str(EXAMPLES / "order-fulfilment-run.yaml"))
-
-        def finished() -> str:
-            return release.kubectl(*kubectl, "get", "cwr", "order-42", "-o",
-                                   "jsonpath={.status.phase}") in ("Succeeded", "Failed") and \
-                "done"
-
-        eventually(finished, 180, interval=0.5, what="the run to finish")
-        run = json.loads(release.kubectl(*kubectl, "get", "cwr", "order-42", "-o", "json"))
-        assert run["status"]["phase"] == "Succeeded", run["status"].get("message")
-        assert run["status"]["outputs"]["reserved"] == 20
+        _run_the_example(release)
 
         # Deleting the Workflow runs the operator's finalizer (pools deleted under its RBAC).
         release.kubectl(*kubectl, "delete", "cwr", "order-42", "--wait=true", "--timeout=60s")
@@ -196,3 +202,31 @@ def test_an_existing_secret_and_a_cluster_wide_operator(
     release.uninstall()
     eventually(lambda: not release.leftovers(), 90, interval=0.5,
                what="every object of the release to be gone")
+
+
+def test_over_amqps_the_operator_mounts_the_ca_secret_and_the_example_runs(
+        release: Release, broker_tls: Any, namespace: str) -> None:
+    """amqp.tls.caSecret: the operator's pod mounts the CA read-only, verifies RabbitMQ with
+    it and hands it to the workers through their Workflow's broker Secret."""
+    release.kubectl("-n", namespace, "create", "secret", "generic", "broker-ca",
+                    f"--from-file=ca.crt={broker_tls.ca_file}")
+    values = _operator_values(broker_tls.url, namespace)
+    values["amqp"]["tls"] = {"caSecret": "broker-ca"}
+    release.adopt_crds()
+    release.install(values)
+    try:
+        _run_the_example(release)
+        # The operator found the CA at the path the chart gave it: the workers mount a copy.
+        pools = json.loads(release.kubectl("-n", namespace, "get", "deployments", "-l",
+                                           "conveyor.dev/workflow=order-fulfilment", "-o",
+                                           "json"))["items"]
+        assert pools
+        for pool in pools:
+            [volume] = pool["spec"]["template"]["spec"]["volumes"]
+            assert volume["secret"]["secretName"] == "conveyor-order-fulfilment-amqp"
+    except AssertionError:
+        print(f"--- operator log ---\n{release.operator_log()}")
+        raise
+    finally:
+        release.kubectl("-n", namespace, "delete", "cwf", "--all", "--wait=true",
+                        "--timeout=120s", check=False)

@@ -1,5 +1,6 @@
-"""The node agent behaves like a kubelet where the tests depend on it: env resolution, missing
-commands, restart policies, exit codes and restart counts, deletion with a grace period."""
+"""The node agent behaves like a kubelet where the tests depend on it: env resolution, Secret
+and ConfigMap volumes, missing commands, restart policies, exit codes and restart counts,
+deletion with a grace period."""
 
 from __future__ import annotations
 
@@ -74,6 +75,51 @@ def test_env_comes_from_literals_secrets_configmaps_and_the_downward_api(
     assert seen["POD_NAME"] == "env"
     assert seen["POD_IP"] == pod.status.pod_ip and seen["POD_IP"].startswith("127.")
     assert seen["KUBECONFIG"] and "admin" not in Path(seen["KUBECONFIG"]).read_text()
+
+
+VOLUME_SCRIPT = textwrap.dedent("""
+    import json, os, pathlib
+    ca = pathlib.Path("/etc/conveyor/amqp/ca.crt")
+    try:
+        ca.with_name("written").write_text("x")
+        writable = True
+    except OSError:
+        writable = False
+    pathlib.Path(os.environ["OUT"]).write_text(json.dumps({
+        "ca": ca.read_text(), "listing": sorted(os.listdir(ca.parent)),
+        "colour": pathlib.Path("/etc/conveyor/settings/colour").read_text(),
+        "writable": writable}))
+""")
+
+
+def test_secret_and_configmap_volumes_are_mounted_where_the_pod_says_and_nowhere_else(
+    api_client, namespace, tmp_path: Path
+):
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "amqp"}, "stringData": {
+        "url": "amqps://u:s3cret@h/", "ca.crt": "PEM TEXT\n"}})
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "settings"},
+                                                  "data": {"colour": "blue"}})
+    out = tmp_path / "volumes.json"
+    container = python_container("main", VOLUME_SCRIPT, env=[{"name": "OUT", "value": str(out)}],
+                                 volumeMounts=[
+                                     {"name": "ca", "mountPath": "/etc/conveyor/amqp",
+                                      "readOnly": True},
+                                     {"name": "settings", "mountPath": "/etc/conveyor/settings"}])
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "volumes", [container], restartPolicy="Never", volumes=[
+            {"name": "ca", "secret": {"secretName": "amqp",
+                                      "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"name": "settings", "configMap": {"name": "settings"}}]))
+    eventually(lambda: _pod(core, namespace, "volumes").status.phase in ("Succeeded", "Failed"),
+               60, what="the volume pod to end")
+    assert _pod(core, namespace, "volumes").status.phase == "Succeeded"
+    seen = json.loads(out.read_text())
+    assert seen["ca"] == "PEM TEXT\n"
+    assert seen["listing"] == ["ca.crt"], "only the item asked for: not the URL"
+    assert seen["colour"] == "blue"
+    assert seen["writable"] is False, "a readOnly mount is read-only"
+    assert not Path("/etc/conveyor").exists(), "the host's filesystem is left alone"
 
 
 def test_a_missing_secret_holds_the_container_with_a_config_error(api_client, namespace):

@@ -59,10 +59,10 @@ class OperatorProcess:
 
 
 def operator_process(cluster: Any, amqp_url: str, namespace: str, log: Path,
-                     **env_vars: str) -> OperatorProcess:
+                     **extra_env: str) -> OperatorProcess:
     """An operator for `namespace` (not started), electing its leader with a Lease there;
-    `env_vars` are more settings (CONVEYOR_LEASE_SECONDS="3")."""
+    `extra_env` adds to (or overrides) its environment."""
     env = {**cluster.env(), "CONVEYOR_AMQP_URL": amqp_url, "CONVEYOR_HEALTH_PORT": "0",
-           "PYTHONUNBUFFERED": "1", **env_vars}
+           "PYTHONUNBUFFERED": "1", **extra_env}
     return OperatorProcess(argv=[sys.executable, "-m", "conveyor.operator", "-n", namespace],
                            env=env, log=log)

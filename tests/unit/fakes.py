@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from conveyor import names
 from conveyor.broker.codec import decode_task, encode_event
 from conveyor.broker.confirms import Confirmation
+from conveyor.broker.errors import BrokerError
 from conveyor.broker.settings import BrokerSettings
 from conveyor.kube import KubeError
 from conveyor.kube.client import DeploymentState
@@ -400,11 +401,16 @@ class FakeLink:
         self.published: list[Published] = []
         self.consumers: dict[str, tuple[int, Callable[[Delivery], None]]] = {}
         self.is_connected = True
+        self.last_failure: BrokerError | None = None
 
     # -- BrokerLink -----------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
         return self.is_connected
+
+    @property
+    def failure(self) -> BrokerError | None:
+        return None if self.is_connected else self.last_failure
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 headers: dict[str, Any] | None = None, message_id: str | None = None,

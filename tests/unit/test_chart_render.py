@@ -12,6 +12,7 @@ import yaml
 from support.helm import CHART, helm, set_args, template
 
 URL = {"amqp.url": "amqp://conveyor:secret@broker:5672/"}
+TLS_URL = {"amqp.url": "amqps://conveyor:secret@broker:5671/"}
 SECURE_CONTAINER = {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
                     "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                     "seccompProfile": {"type": "RuntimeDefault"}}
@@ -33,7 +34,8 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 def test_lint_is_clean() -> None:
     for values in ({**URL}, {"rabbitmq.enabled": True, "operator.namespaces": ["a"],
-                             "metrics.serviceMonitor.enabled": True, "dashboard.enabled": True}):
+                             "metrics.serviceMonitor.enabled": True, "dashboard.enabled": True},
+                   {**TLS_URL, "amqp.tls.caSecret": "broker-ca"}):
         out = helm("lint", "--strict", str(CHART), *set_args(values)).stdout
         assert "0 chart(s) failed" in out
         assert not re.search(r"\[(WARNING|ERROR)\]", out), out
@@ -95,6 +97,33 @@ def test_an_existing_secret_is_used_and_none_created() -> None:
         "secretKeyRef": {"name": "broker", "key": "uri"}}
 
 
+def test_a_ca_secret_is_mounted_read_only_and_named_to_the_operator() -> None:
+    objects = template({**TLS_URL, "amqp.tls.caSecret": "broker-ca",
+                        "amqp.tls.caSecretKey": "root.pem"})
+    container = _operator(objects)
+    assert _env(container)["CONVEYOR_AMQP_CA_FILE"] == "/etc/conveyor/amqp/ca.crt"
+    assert {"name": "amqp-ca", "mountPath": "/etc/conveyor/amqp", "readOnly": True} \
+        in container["volumeMounts"]
+    pod = _by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    assert {"name": "amqp-ca", "secret": {"secretName": "broker-ca", "items": [
+        {"key": "root.pem", "path": "ca.crt"}]}} in pod["volumes"]
+    assert container["securityContext"] == SECURE_CONTAINER, "still a read-only root"
+
+
+def test_a_ca_secret_goes_with_an_existing_url_secret_and_defaults_to_key_ca_crt() -> None:
+    objects = template({"amqp.existingSecret": "broker", "amqp.tls.caSecret": "broker-ca"})
+    pod = _by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "amqp-ca"]
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_without_a_ca_secret_the_operator_uses_the_system_cas() -> None:
+    objects = template(TLS_URL)
+    container = _operator(objects)
+    assert "CONVEYOR_AMQP_CA_FILE" not in _env(container)
+    assert [m["name"] for m in container["volumeMounts"]] == ["tmp"]
+
+
 def test_the_single_node_rabbitmq() -> None:
     objects = template({"rabbitmq.enabled": True, "rabbitmq.password": "p@ss"})
     [statefulset] = _by_kind(objects, "StatefulSet")
@@ -149,6 +178,10 @@ def test_service_account_can_be_brought() -> None:
     ({"amqp.url": "http://nope"}, "url"),
     ({**URL, "metrics.serviceMonitor.enabled": True, "metrics.service.enabled": False},
      "needs metrics.service.enabled"),
+    ({**URL, "amqp.tls.caSecret": "ca"}, "amqp.tls.caSecret needs an amqps:// amqp.url"),
+    ({"rabbitmq.enabled": True, "amqp.tls.caSecret": "ca"}, "the chart's rabbitmq has no TLS"),
+    ({**TLS_URL, "amqp.tls.caSecretKey": ""}, "caSecretKey"),
+    ({**TLS_URL, "amqp.tls.ca": "x"}, "additional properties 'ca' not allowed"),
 ])
 def test_bad_values_are_refused(values: dict[str, Any], message: str) -> None:
     result = helm("template", "x", str(CHART), *set_args(values), check=False)

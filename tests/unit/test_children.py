@@ -10,7 +10,7 @@ from conveyor.children import (
     grace_seconds,
     worker_deployment,
 )
-from conveyor.models import WorkflowSpec
+from conveyor.models import EnvVar, WorkflowSpec
 
 SPEC = WorkflowSpec.model_validate({
     "taskTypes": [
@@ -87,3 +87,41 @@ def test_the_amqp_secret_is_owned_by_the_workflow():
     secret = amqp_secret(OWNER, "amqp://u:p@h/v")
     assert secret["stringData"] == {"url": "amqp://u:p@h/v"}
     assert secret["metadata"]["ownerReferences"][0]["name"] == "orders"
+
+
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_with_a_ca_the_secret_carries_it_beside_the_url():
+    secret = amqp_secret(OWNER, "amqps://u:p@h/v", CA)
+    assert secret["stringData"] == {"url": "amqps://u:p@h/v", "ca.crt": CA}
+
+
+def test_with_a_ca_workers_mount_only_it_read_only_from_their_workflows_secret():
+    deployment = worker_deployment(OWNER, SPEC, SPEC.task_types[0], replicas=0, amqp_ca=True)
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["volumes"] == [{"name": "conveyor-amqp-ca", "secret": {
+        "secretName": "conveyor-orders-amqp", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
+    assert container["volumeMounts"] == [{"name": "conveyor-amqp-ca",
+                                          "mountPath": "/etc/conveyor/amqp", "readOnly": True}]
+    env = _env(container)
+    assert env["CONVEYOR_AMQP_CA_FILE"] == "/etc/conveyor/amqp/ca.crt"
+    assert env["CONVEYOR_AMQP_URL"] == {"secretKeyRef": {"name": "conveyor-orders-amqp",
+                                                         "key": "url"}}
+
+
+def test_the_operators_ca_path_wins_over_a_task_types_env():
+    spec = SPEC.model_copy(deep=True)
+    spec.task_types[1].env = [EnvVar(name="CONVEYOR_AMQP_CA_FILE", value="/elsewhere.pem")]
+    deployment = worker_deployment(OWNER, spec, spec.task_types[1], replicas=0, amqp_ca=True)
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert _env(container)["CONVEYOR_AMQP_CA_FILE"] == "/etc/conveyor/amqp/ca.crt"
+
+
+def test_without_a_ca_there_is_no_volume_and_no_ca_variable():
+    deployment = worker_deployment(OWNER, SPEC, SPEC.task_types[0], replicas=0)
+    pod = deployment["spec"]["template"]["spec"]
+    assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
+    assert "CONVEYOR_AMQP_CA_FILE" not in _env(pod["containers"][0])
+    assert amqp_secret(OWNER, "amqps://u:p@h/v")["stringData"] == {"url": "amqps://u:p@h/v"}

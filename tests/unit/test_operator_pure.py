@@ -61,3 +61,10 @@ def test_trigger_run_names_are_stable_distinct_and_valid():
     assert name != run_name("orders", "Evt:42/ABC", 1)
     assert name != run_name("orders", "Evt:43/ABC", 0)
     assert len(name) <= 52 and name.replace("-", "").isalnum() and name == name.lower()
+
+
+def test_the_ca_file_comes_from_the_flag_then_the_env():
+    env = {"CONVEYOR_AMQP_URL": "amqps://u:secret@broker/", "CONVEYOR_AMQP_CA_FILE": "/env.pem"}
+    assert load([], env).broker.ca_file == "/env.pem"
+    assert load(["--amqp-ca-file", "/flag.pem"], env).broker.ca_file == "/flag.pem"
+    assert load([], {"CONVEYOR_AMQP_URL": URL}).broker.ca_file is None

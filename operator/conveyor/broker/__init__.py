@@ -5,7 +5,9 @@
     codec       task and event bodies to and from bytes                   (pure)
     confirms    bookkeeping of publisher confirms; the Confirmation       (pure)
     errors      BrokerError and its branches                              (pure)
-    connection  pika's parameters from BrokerSettings; the reconnection backoff
+    tls         why a TLS connection failed, as a TLSError with its cause  (pure)
+    connection  pika's parameters from BrokerSettings (the only place they are built);
+                a failed connection attempt as our error; the reconnection backoff
     admin       Admin: declare, delete, inspect (blocking, rare calls)
     link        Link: one connection on its own I/O thread, confirmed publishing and
                 manual-ack consuming, reconnecting; its parts: iothread (the loop's thread
@@ -19,12 +21,15 @@ pyproject.toml say which).
 
 from conveyor.broker.admin import Admin, QueueStats
 from conveyor.broker.confirms import Confirmation
+from conveyor.broker.connection import ca_bundle
 from conveyor.broker.delivery import Delivery
 from conveyor.broker.errors import (
     BrokerError,
     LinkClosedError,
     PublishRejectedError,
     QueueMismatchError,
+    TLSCause,
+    TLSError,
     UnroutableError,
 )
 from conveyor.broker.link import Link
@@ -42,5 +47,8 @@ __all__ = [
     "PublishRejectedError",
     "QueueMismatchError",
     "QueueStats",
+    "TLSCause",
+    "TLSError",
     "UnroutableError",
+    "ca_bundle",
 ]

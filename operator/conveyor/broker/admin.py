@@ -14,7 +14,7 @@ import pika.exceptions
 
 from conveyor import names
 from conveyor.broker import topology
-from conveyor.broker.connection import connection_parameters
+from conveyor.broker.connection import open_blocking
 from conveyor.broker.errors import BrokerError, QueueMismatchError
 from conveyor.broker.settings import BrokerSettings
 
@@ -62,11 +62,11 @@ class Admin:
 
     def _connect(self) -> None:
         self.close()
+        self._connection = open_blocking(self._settings)
         try:
-            self._connection = pika.BlockingConnection(connection_parameters(self._settings))
             self._channel = self._connection.channel()
         except pika.exceptions.AMQPError as error:
-            raise BrokerError(f"cannot connect to RabbitMQ at {self._settings.masked}: "
+            raise BrokerError(f"cannot open a channel on RabbitMQ at {self._settings.masked}: "
                               f"{error!r}") from error
 
     def _do(self, op: Callable[[Any], T]) -> T:

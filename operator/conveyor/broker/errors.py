@@ -5,10 +5,14 @@
           ├── UnroutableError       a mandatory message no queue took
           ├── PublishRejectedError  the broker refused a message (basic.nack)
           ├── LinkClosedError       the link closed before the operation completed
-          └── QueueMismatchError    a queue exists with other arguments
+          ├── QueueMismatchError    a queue exists with other arguments
+          └── TLSError              no TLS connection can be made with this configuration:
+                                    `.cause` says why (a TLSCause)
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from conveyor.errors import ConveyorError
 
@@ -31,3 +35,29 @@ class LinkClosedError(BrokerError):
 
 class QueueMismatchError(BrokerError):
     """A queue exists with other arguments than asked for (e.g. another delivery limit)."""
+
+
+class TLSCause(StrEnum):
+    """Why an amqps connection cannot be made; each one a configuration to fix, not a
+    broker to wait for."""
+
+    CERTIFICATE = "certificate-verify-failed"
+    """The broker's certificate does not chain to the CA we trust (or has expired)."""
+    HOSTNAME = "hostname-mismatch"
+    """The certificate is valid, but not for the name (or IP) we connected by."""
+    NOT_TLS = "not-tls"
+    """The port answered, but not with TLS: a plain AMQP port given to amqps://."""
+    HANDSHAKE = "handshake-failed"
+    """Some other TLS failure: no common protocol version or cipher, an alert."""
+    CA_FILE = "ca-file"
+    """The CA file cannot be read or holds no certificate."""
+
+
+class TLSError(BrokerError):
+    """No TLS connection to the broker can be made as configured; trying again does not
+    help until the configuration (CA, host name, port) changes. The message names the URL
+    (password masked) and the cause."""
+
+    def __init__(self, message: str, cause: TLSCause) -> None:
+        super().__init__(message)
+        self.cause = cause

@@ -17,12 +17,19 @@ are sent again on the next one, so a receiver may see a message twice, never zer
 delivery is settled on the channel it came from or not at all: once that channel is gone the
 broker has already requeued it, so a late ack is dropped rather than sent to a new channel
 where its tag means another message.
+
+A connection attempt that fails on TLS (the certificate is not trusted, names another host,
+the port does not speak TLS, the CA file is unusable) is a configuration to fix, not a broker
+to wait for: it is logged as an error naming the cause, kept as `failure`, and raised by
+`wait_connected` at once. The link still tries again (slowly: the backoff's cap), since a
+rotated CA file or certificate can mend it; the CA file is read again for every attempt.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,12 +42,9 @@ from pika.spec import Basic, BasicProperties
 
 from conveyor.broker.codec import CONTENT_TYPE
 from conveyor.broker.confirms import Confirmation
-from conveyor.broker.connection import Backoff, connection_parameters
+from conveyor.broker.connection import Backoff, connect_failure, connection_parameters
 from conveyor.broker.delivery import Delivery
-from conveyor.broker.errors import (
-    BrokerError,
-    LinkClosedError,
-)
+from conveyor.broker.errors import BrokerError, LinkClosedError, TLSError
 from conveyor.broker.iothread import IOThread
 from conveyor.broker.outbox import Outbox, Outgoing
 from conveyor.broker.settings import BrokerSettings
@@ -65,8 +69,9 @@ class Link:
 
     def __init__(self, settings: BrokerSettings, name: str = "conveyor") -> None:
         self._settings = settings
-        self._params = connection_parameters(settings)
-        self._params.client_properties = {"connection_name": name}
+        self._name = name
+        # Built now too, so that an unusable CA file fails the caller, not a later attempt.
+        self._params = self._parameters()
         self._io = IOThread(name, self._run)
         self._ioloop = self._io.ioloop
         self._connection: pika.SelectConnection | None = None
@@ -79,6 +84,8 @@ class Link:
         self._closing = False
         self._closed = threading.Event()
         self._connected = threading.Event()
+        self._state = threading.Condition()  # notified when connected or an attempt failed
+        self._failure: BrokerError | None = None
 
     # -- public, any thread -------------------------------------------------------------------
 
@@ -89,6 +96,27 @@ class Link:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def failure(self) -> BrokerError | None:
+        """Why the link is not connected: the last attempt's error (a TLSError when TLS was
+        the cause); None while connected or before the first attempt ended."""
+        return None if self.connected else self._failure
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the link to connect; True once it is. A failure
+        on TLS does not wait out the timeout: it raises TLSError at once."""
+        deadline = time.monotonic() + timeout
+        with self._state:
+            while not self.connected:
+                if isinstance(self._failure, TLSError):
+                    raise TLSError(str(self._failure), self._failure.cause) \
+                        from self._failure
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._state.wait(remaining)
+        return True
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 headers: dict[str, Any] | None = None, message_id: str | None = None,
@@ -151,9 +179,19 @@ class Link:
 
     # -- connection, I/O thread ---------------------------------------------------------------
 
+    def _parameters(self) -> pika.URLParameters:
+        params = connection_parameters(self._settings)
+        params.client_properties = {"connection_name": self._name}
+        return params
+
     def _connect(self) -> None:
         if self._closing:
             self._ioloop.stop()
+            return
+        try:
+            self._params = self._parameters()  # the CA file as it is now
+        except TLSError as error:
+            self._failed(error)
             return
         self._connection = pika.SelectConnection(
             self._params, on_open_callback=self._on_open,
@@ -161,10 +199,25 @@ class Link:
             custom_ioloop=self._ioloop,
         )
 
-    def _retry_later(self, why: str) -> None:
-        delay = self._backoff.next()
-        log.warning("Lost RabbitMQ connection broker=%s reason=%s; retrying in %.1fs",
-                    self._settings.masked, why, delay)
+    def _set_failure(self, failure: BrokerError | None) -> None:
+        with self._state:
+            self._failure = failure
+            self._state.notify_all()
+
+    def _failed(self, failure: BrokerError) -> None:
+        """A connection attempt failed: say why, keep it for `failure` (after the log line,
+        so whoever it wakes finds the line written), try again later."""
+        if isinstance(failure, TLSError):
+            # Not a broker to wait for: no quick retries, and an error, not a warning.
+            self._backoff.failures = max(self._backoff.failures, 10)
+            delay = self._backoff.next()
+            log.error("Failed to connect over TLS cause=%s: %s; retrying in %.1fs",
+                      failure.cause, failure, delay)
+        else:
+            delay = self._backoff.next()
+            log.warning("Lost RabbitMQ connection broker=%s reason=%s; retrying in %.1fs",
+                        self._settings.masked, repr(failure.__cause__ or failure), delay)
+        self._set_failure(failure)
         self._ioloop.call_later(delay, self._connect)
 
     def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
@@ -172,7 +225,13 @@ class Link:
         if self._closing:
             self._ioloop.stop()
             return
-        self._retry_later(repr(error))
+        if isinstance(error, BaseException):
+            failure = connect_failure(error, self._settings)
+            failure.__cause__ = error
+        else:
+            failure = BrokerError(f"cannot connect to RabbitMQ at {self._settings.masked}: "
+                                  f"{error}")
+        self._failed(failure)
 
     def _on_open(self, connection: pika.SelectConnection) -> None:
         log.info("Connected to RabbitMQ broker=%s", self._settings.masked)
@@ -190,7 +249,9 @@ class Link:
         if self._closing:
             self._ioloop.stop()
         else:
-            self._retry_later(repr(reason))
+            lost = BrokerError(f"lost RabbitMQ at {self._settings.masked}: {reason!r}")
+            lost.__cause__ = reason
+            self._failed(lost)
 
     def _begin_close(self) -> None:
         self._closing = True
@@ -241,6 +302,7 @@ class Link:
     def _publisher_ready(self, channel: Channel) -> None:
         self._publisher = channel
         self._connected.set()
+        self._set_failure(None)
         self._outbox.send(channel)
 
     def _enqueue(self, outgoing: Outgoing) -> None:

@@ -14,7 +14,7 @@ import pika.exceptions
 from pika.spec import BasicProperties
 
 from conveyor.broker.codec import CONTENT_TYPE
-from conveyor.broker.connection import connection_parameters
+from conveyor.broker.connection import open_blocking
 from conveyor.broker.errors import BrokerError, PublishRejectedError, UnroutableError
 from conveyor.broker.settings import BrokerSettings
 
@@ -34,21 +34,13 @@ class PeekedMessage:
     body: bytes
 
 
-def _blocking(settings: BrokerSettings) -> Any:
-    try:
-        return pika.BlockingConnection(connection_parameters(settings))
-    except pika.exceptions.AMQPError as error:
-        raise BrokerError(f"cannot connect to RabbitMQ at {settings.masked}: "
-                          f"{type(error).__name__}") from error
-
-
 def publish_confirmed(settings: BrokerSettings, exchange: str, routing_key: str, body: bytes,
                       *, message_id: str, headers: dict[str, Any] | None = None) -> None:
     """Publish one persistent, mandatory message and wait for the broker's confirm.
 
     `UnroutableError` when no queue took it (for an event: no trigger's pattern matches).
     """
-    connection = _blocking(settings)
+    connection = open_blocking(settings)
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -78,7 +70,7 @@ def peek_queue(settings: BrokerSettings, queue: str, limit: int) -> list[PeekedM
     twice) and all are returned to the queue at once with `basic.nack(requeue)`, which keeps
     their order and, unlike a lost channel, does not count as a failed delivery.
     """
-    connection = _blocking(settings)
+    connection = open_blocking(settings)
     try:
         channel = connection.channel()
         try:
@@ -113,7 +105,7 @@ def move_messages(settings: BrokerSettings, source: str, exchange: str, routing_
     (`x-death`, the delivery count) are dropped, so the message starts afresh. None if
     `source` does not exist.
     """
-    connection = _blocking(settings)
+    connection = open_blocking(settings)
     moved = 0
     try:
         channel = connection.channel()

@@ -15,9 +15,12 @@ from conveyor.operator.health import standby_server
 from conveyor.operator.leader import LeaderElector
 from conveyor.operator.settings import load
 
+log = logging.getLogger("conveyor.operator")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `conveyor-operator`."""
+    """Entry point of `conveyor-operator`: 0 after a stop, 2 for settings it cannot use, 1
+    when it could not start (the broker refused TLS, say)."""
     try:
         settings = load(argv)
     except ConveyorError as error:
@@ -27,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if settings.broker.ca_file and not settings.broker.tls:
+        log.warning("Ignored the CA file ca_file=%s: the broker URL is amqp://, not amqps://",
+                    settings.broker.ca_file)
     elector: LeaderElector | None = None
     if settings.leader_lease is not None:
         standby = (standby_server(settings.health_address, settings.health_port)
@@ -37,13 +43,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             standby.shutdown()
             standby.server_close()
         elector.keep()
-    kopf.run(
-        registry=build_registry(settings),
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        standalone=True,  # the Lease, not kopf's peering, keeps replicas from acting at once
-        memo=kopf.Memo(settings=settings),
-    )
-    if elector is not None:
-        elector.release()
+    try:
+        kopf.run(
+            registry=build_registry(settings),
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=True,  # the Lease, not kopf's peering, keeps replicas from acting at once
+            memo=kopf.Memo(settings=settings),
+        )
+    except Exception as error:
+        # kopf raises its (private) ActivityError when a startup handler failed for good
+        # (handlers.configure, on a broker that refuses TLS): one line that says why.
+        reason = _reason(error)
+        if reason is None:
+            raise
+        print(f"conveyor-operator: cannot start: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
+
+
+def _reason(error: BaseException) -> ConveyorError | None:
+    """Our error in kopf's chain (ActivityError from PermanentError from ours), if any."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConveyorError):
+            return cause
+        cause = cause.__cause__
+    return None

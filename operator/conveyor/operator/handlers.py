@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from conveyor import names
-from conveyor.broker import BrokerError
+from conveyor.broker import BrokerError, BrokerSettingsError, TLSError
 from conveyor.kube import KubeError
 from conveyor.operator.reconcile import Retry
 from conveyor.operator.runtime import Runtime
@@ -55,8 +55,14 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
             prefix=names.ANNOTATIONS_PREFIX, key="last-handled-configuration")
         settings.posting.enabled = False  # the operator posts its own, meaningful Events
         settings.watching.server_timeout = 300
-        memo.runtime = Runtime(memo.settings)
-        await memo.runtime.start()
+        try:
+            memo.runtime = Runtime(memo.settings)
+            await memo.runtime.start()
+        except (TLSError, BrokerSettingsError) as error:
+            # kopf would retry a startup handler every minute, saying only that it failed:
+            # no retry mends a CA, a host name or a URL pika refuses, so the operator exits
+            # saying why.
+            raise kopf.PermanentError(str(error)) from error
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

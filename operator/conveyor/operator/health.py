@@ -3,7 +3,8 @@
 Healthy means: the API server answered within `API_GRACE` seconds (a probe lists Workflows
 every `PROBE_SECONDS`; kopf's watches use the same server and credentials) and every broker
 link is connected or has been down for less than `BROKER_GRACE` seconds (it reconnects on its
-own; longer means the broker is gone).
+own; longer means the broker is gone). A link that failed on TLS is unhealthy at once: no
+waiting mends a CA or a name that does not match, so the answer says which and where.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiohttp import web
 
+from conveyor.broker.errors import TLSError
 from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
-from conveyor.operator.seams import KubeApi
+from conveyor.operator.seams import BrokerLink, KubeApi
 
 log = logging.getLogger("conveyor.operator.health")
 
@@ -57,7 +59,7 @@ class Health:
 
     kube: KubeApi
     metrics: Metrics
-    links: Sequence[tuple[str, Callable[[], bool]]]
+    links: Sequence[tuple[str, BrokerLink]]
     namespace: str | None = None  # where the probe lists Workflows; None: cluster-wide
     api_ok_at: float = field(default_factory=time.monotonic)
     down_since: dict[str, float] = field(default_factory=dict)
@@ -67,13 +69,17 @@ class Health:
         found = []
         if now - self.api_ok_at > API_GRACE:
             found.append(f"API server unreachable for {now - self.api_ok_at:.0f}s")
-        for name, connected in self.links:
-            if connected():
+        for name, link in self.links:
+            if link.connected:
                 self.down_since.pop(name, None)
                 continue
             since = self.down_since.setdefault(name, now)
-            if now - since > BROKER_GRACE:
-                found.append(f"broker link {name} down for {now - since:.0f}s")
+            failure = link.failure
+            if isinstance(failure, TLSError):
+                found.append(f"broker link {name} cannot connect ({failure.cause}): {failure}")
+            elif now - since > BROKER_GRACE:
+                why = f": {failure}" if failure is not None else ""
+                found.append(f"broker link {name} down for {now - since:.0f}s{why}")
         return found
 
     async def probe(self) -> None:

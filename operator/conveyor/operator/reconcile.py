@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor import names
-from conveyor.broker import Admin
+from conveyor.broker import Admin, ca_bundle
 from conveyor.children import amqp_secret, worker_deployment
 from conveyor.conditions import set_condition
 from conveyor.errors import ConveyorError
@@ -64,7 +64,10 @@ class Reconciler:
                 admin.declare_task_queue(queue, limit)
 
         await self.pools.admin_call(declare)
-        await self.kube.apply_secret(amqp_secret(owner, self.settings.broker.url))
+        # Read at every reconcile (the drift timer's too), so a rotated CA reaches the
+        # workers' Secrets; TLSError (unreadable) is retried like any broker error.
+        ca = ca_bundle(self.settings.broker)
+        await self.kube.apply_secret(amqp_secret(owner, self.settings.broker.url, ca))
         existing = {d.task_type: d for d in await self.kube.list_deployments(
             owner.namespace, {names.LABEL_WORKFLOW: owner.name})}
         for task_type in spec.task_types:
@@ -73,7 +76,7 @@ class Reconciler:
                                            task_type.scaling,
                                            current.replicas if current else None)
             await self.kube.apply_deployment(worker_deployment(owner, spec, task_type,
-                                                               replicas))
+                                                               replicas, amqp_ca=ca is not None))
         await self._prune(entry, spec, existing)
         self.workflows.provisioned(owner.namespace, owner.name, entry.generation)
         message = f"{len(spec.task_types)} worker pools provisioned"

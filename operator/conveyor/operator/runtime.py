@@ -58,8 +58,7 @@ class Runtime:
         self.triggers = TriggerRouter(self.kube, self.workflows, self.pools, self.trigger_link,
                                       operator_queue(settings.instance, "triggers"))
         self.health = Health(self.kube, self.metrics,
-                             [("events", lambda: self.link.connected),
-                              ("triggers", lambda: self.trigger_link.connected)],
+                             [("events", self.link), ("triggers", self.trigger_link)],
                              namespace=settings.namespaces[0] if settings.namespaces else None)
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: web.AppRunner | None = None

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from conveyor.broker.confirms import Confirmation
+from conveyor.broker.errors import BrokerError
 from conveyor.kube.client import DeploymentState
 
 
@@ -66,6 +67,11 @@ class BrokerLink(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+    @property
+    def failure(self) -> BrokerError | None:
+        """Why it is not connected (a TLSError for a TLS misconfiguration), if known."""
+        ...
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 headers: dict[str, Any] | None = None, message_id: str | None = None,

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conveyor.broker.settings import BrokerSettings
+from conveyor.broker.settings import CA_FILE_ENV, URL_ENV, BrokerSettings
 from conveyor.errors import ConveyorError
 
 
@@ -20,7 +20,8 @@ class Settings:
     """Everything the operator is configured with; see `load` for where each comes from."""
 
     broker: BrokerSettings
-    """The RabbitMQ broker (`--amqp-url`, `CONVEYOR_AMQP_URL`); the password is never logged."""
+    """The RabbitMQ broker (`--amqp-url`, `CONVEYOR_AMQP_URL`) and the CA that verifies it
+    (`--amqp-ca-file`, `CONVEYOR_AMQP_CA_FILE`); the password is never logged."""
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty: the whole cluster."""
     writes_per_second: float = 50.0
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
                              "comma-separated); default: all namespaces")
     parser.add_argument("--amqp-url", default=None,
                         help="RabbitMQ URL (env CONVEYOR_AMQP_URL; prefer the env, from a Secret)")
+    parser.add_argument("--amqp-ca-file", default=None,
+                        help="CA bundle (PEM) that verifies the broker for amqps (env "
+                             "CONVEYOR_AMQP_CA_FILE; default the system's CAs); the workers "
+                             "get a copy through their Workflow's broker Secret")
     parser.add_argument("--writes-per-second", type=float, default=None,
                         help="bound on status writes per second (env "
                              "CONVEYOR_WRITES_PER_SECOND, default 50)")
@@ -95,8 +100,10 @@ def _number(raw: str, name: str, kind: type[float] | type[int]) -> float:
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     args = _parser().parse_args(argv)
-    url = args.amqp_url or env.get("CONVEYOR_AMQP_URL", "")
-    broker = BrokerSettings.from_env({**env, "CONVEYOR_AMQP_URL": url}, name="conveyor-operator")
+    url = args.amqp_url or env.get(URL_ENV, "")
+    ca_file = args.amqp_ca_file or env.get(CA_FILE_ENV, "")
+    broker = BrokerSettings.from_env({**env, URL_ENV: url, CA_FILE_ENV: ca_file},
+                                     name="conveyor-operator")
     namespaces = args.namespace or [
         n.strip() for n in env.get("CONVEYOR_NAMESPACES", "").split(",") if n.strip()
     ]

@@ -1,6 +1,8 @@
 """`conveyor-worker --module pkg.mod`: serve one task type until SIGTERM, then drain, exit 0.
 
-Exit status: 0 after a drain, 2 when the worker cannot start (one line on stderr says why).
+Exit status: 0 after a drain, 2 when the worker cannot start (one line on stderr says why),
+which includes a broker that refuses TLS as configured (a CA that did not sign its
+certificate, a name it is not valid for, a plain port): no retry mends those.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType, ModuleType
 
-from conveyor.broker import Link
+from conveyor.broker import BrokerSettingsError, Link, TLSError
 from conveyor.worker.errors import WorkerConfigError
 from conveyor.worker.metrics import Metrics
 from conveyor.worker.registry import TaskDefinition, select
@@ -22,6 +24,10 @@ from conveyor.worker.serving import Worker
 from conveyor.worker.settings import WorkerSettings, load
 
 log = logging.getLogger("conveyor.worker")
+
+# How long a starting worker waits for its first connection before it serves anyway (and
+# keeps reconnecting): long enough for a TLS verdict from a broker that answers at all.
+FIRST_CONNECT_SECONDS = 10.0
 
 
 def import_module(name: str) -> ModuleType:
@@ -66,7 +72,20 @@ def serve(settings: WorkerSettings, definition: TaskDefinition) -> int:
 
     metrics = Metrics(task_type)
     metrics.serve(settings.metrics_address, settings.metrics_port)
-    link = Link(settings.broker, name=settings.broker.name).start()
+    if settings.broker.ca_file and not settings.broker.tls:
+        log.warning("Ignored the CA file ca_file=%s: the broker URL is amqp://, not amqps://",
+                    settings.broker.ca_file)
+    try:
+        link = Link(settings.broker, name=settings.broker.name).start()
+    except (TLSError, BrokerSettingsError) as error:  # the CA file, a URL pika refuses
+        print(f"conveyor-worker: {error}", file=sys.stderr)
+        return 2
+    try:
+        link.wait_connected(FIRST_CONNECT_SECONDS)
+    except TLSError as error:
+        print(f"conveyor-worker: {error}", file=sys.stderr)
+        link.close()
+        return 2
     worker = Worker(settings, definition, link, metrics)
     log.info("Started worker name=%s task_type=%s handler=%s queue=%s concurrency=%d broker=%s",
              settings.worker_name, task_type, definition.qualified_name, settings.queue,
