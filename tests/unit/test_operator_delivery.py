@@ -26,6 +26,7 @@ from conveyor.names import EVENTS_EXCHANGE
 from conveyor.operator.runs.admission import waiting_message
 from conveyor.operator.runs.expiry import ttl_delay
 from unit.fakes import (
+    EVENTS_QUEUE,
     NAMESPACE,
     Bed,
     Entry,
@@ -772,5 +773,32 @@ def test_a_timer_that_meets_a_bug_is_armed_again() -> None:
         # meets it raises (once: it is taken off the heap first).
         heapq.heappush(run.state.timers, (0, engine_progress.RETRY_TIMER, 99, 0, 1))
         await bed.until(lambda: bed.link.with_id("uid-r1/a/2"), what="the retry after all")
+
+    drive(scenario)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"v": 1, "status": "succeeded"}',
+                                  b'{"v": 1, "status": "started", "attemptId": "no-slashes"}',
+                                  b"\xff\xfe" * 1000, b"[" * 100_000])
+def test_what_is_no_event_is_dead_lettered_with_the_reason_and_acked(body: bytes) -> None:
+    async def scenario() -> None:
+        bed = Bed()
+        bed.add_workflow(TWO_STEPS)
+        bed.start()
+        bed.add_run("r1")
+        await started(bed)
+        junk = bed.deliver(FakeDelivery(body, "task.succeeded.x", "junk-1",
+                                        journal=bed.journal))
+        copy = await bed.until_found(lambda: next(iter(bed.link.with_id("junk-1")), None),
+                                     what="the copy to the dead-letter queue")
+        assert (copy.exchange, copy.routing_key) == ("", EVENTS_QUEUE + ".dead")
+        assert copy.body == body and copy.headers is not None
+        assert copy.headers["x-conveyor-reason"] in ("malformed", "not-an-attempt-id")
+        await bed.until(lambda: junk.settled, what="the junk to be acked")
+        assert junk.settlements == ["ack"]
+        # The run loop goes on as if nothing came.
+        bed.send("uid-r1/a/1", outputs={"x": 1})
+        await bed.until(lambda: phase(bed.status("r1"), "a") == "Succeeded",
+                        what="the run to go on")
 
     drive(scenario)

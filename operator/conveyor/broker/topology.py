@@ -70,3 +70,14 @@ def dead_letter_queue(queue: str) -> Queue:
 def events_queue(name: str) -> Queue:
     """A queue of events the operator consumes; quorum so a broker restart keeps them."""
     return Queue(name, quorum(**{"x-expires": OPERATOR_QUEUE_EXPIRES_MS}))
+
+
+# A dead-letter queue of an install's own (the events queue's): for people to read, so no
+# expiry, but a bound, keeping the newest, and deleted with the install.
+INSTALL_DEAD_LETTERS_MAX: Final = 10_000
+
+
+def install_dead_letter_queue(name: str) -> Queue:
+    """Where an install puts what came on its events queue and was no event."""
+    return Queue(name, quorum(**{"x-max-length": INSTALL_DEAD_LETTERS_MAX,
+                                 "x-overflow": "drop-head"}))

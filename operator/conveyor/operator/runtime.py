@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from conveyor.broker import Admin, BrokerError, Link
+from conveyor import names
+from conveyor.broker import Admin, BrokerError, Link, topology
 from conveyor.kube import AsyncKube, Kube, KubeError
 from conveyor.names import LEGACY_TASK_EVENTS_PATTERN, operator_queue, task_events_pattern
 from conveyor.operator.health import Health
@@ -24,6 +25,8 @@ from conveyor.operator.triggers import TriggerRouter
 from conveyor.operator.workflows import Workflows
 
 log = logging.getLogger("conveyor.operator")
+
+TOPOLOGY_SECONDS = 60.0
 
 
 class Runtime:
@@ -66,15 +69,7 @@ class Runtime:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
 
-        def topology(admin: Admin) -> None:
-            admin.declare_exchanges()
-            admin.declare_events_queue(self.events_queue,
-                                       [task_events_pattern(self.settings.instance)])
-            # A queue made by an older operator also bound every install's events: not now.
-            admin.unbind(self.events_queue, LEGACY_TASK_EVENTS_PATTERN)
-            admin.declare_events_queue(self.triggers.queue, ())
-
-        await self.pools.admin_call(topology)
+        await self.pools.admin_call(self._declare_topology)
         if self.removal is not None:
             self.removal.start()
         self.link.start()
@@ -86,6 +81,7 @@ class Runtime:
         self.triggers.start(loop)
         self._tasks = [loop.create_task(supervised("pools", self.pools.run)),
                        loop.create_task(supervised("leases", self.lease_keeper.run)),
+                       loop.create_task(supervised("topology", self._keep_topology)),
                        loop.create_task(supervised("api-probe", self.health.probe))]
         if self.settings.health_port:
             self._server = await self.health.serve(self.settings.health_address,
@@ -103,6 +99,29 @@ class Runtime:
         await asyncio.to_thread(self.trigger_link.close)
         await self._remove_queues_if_uninstalled()
         log.info("Operator stopped")
+
+    def _declare_topology(self, admin: Admin) -> None:
+        admin.declare_exchanges()
+        admin.declare_events_queue(self.events_queue,
+                                   [task_events_pattern(self.settings.instance)])
+        # A queue made by an older operator also bound every install's events: not now.
+        admin.unbind(self.events_queue, LEGACY_TASK_EVENTS_PATTERN)
+        admin.declare_events_queue(self.triggers.queue, ())
+        admin.declare_queue(topology.install_dead_letter_queue(
+            names.dead_letter_queue(self.events_queue)))
+
+    async def _keep_topology(self) -> None:
+        """The install's queues and bindings, declared again every TOPOLOGY_SECONDS (it is
+        idempotent): after a broker lost its data, or a queue was deleted by hand, they are
+        back within that time, and the consumers find them again (the task queues come back
+        with each Workflow's drift reconcile, the lost messages by their leases)."""
+        while True:
+            await asyncio.sleep(TOPOLOGY_SECONDS)  # the period of the loop
+            try:
+                await self.pools.admin_call(self._declare_topology)
+                await self.triggers.sync_bindings(everything=True)
+            except BrokerError as error:
+                log.warning("Declaring the install's queues failed error=%s", error)
 
     async def _unread_events(self) -> int | None:
         """Events ready in this install's queue, not yet delivered to it; None: unknown."""
@@ -132,7 +151,8 @@ class Runtime:
                 return
 
         def remove(admin: Admin) -> None:
-            for queue in (self.events_queue, self.triggers.queue):
+            for queue in (self.events_queue, self.triggers.queue,
+                          names.dead_letter_queue(self.events_queue)):
                 stats = admin.inspect(queue)
                 if stats is not None and stats.consumers > 0:
                     log.info("Kept queue=%s: it has %d consumers", queue, stats.consumers)

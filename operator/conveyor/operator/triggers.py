@@ -65,11 +65,12 @@ class TriggerRouter:
         self._loop = loop
         self._link.consume(self.queue, 100, self._from_io_thread)
 
-    async def sync_bindings(self) -> None:
-        """Bind every pattern some Workflow's triggers use; unbind the ones none uses."""
+    async def sync_bindings(self, *, everything: bool = False) -> None:
+        """Bind every pattern some Workflow's triggers use; unbind the ones none uses.
+        `everything`: bind again even what was bound (the broker may have lost it)."""
         wanted = {t.pattern for entry in self._workflows.entries() if entry.compiled
                   for t in entry.compiled.triggers}
-        add, remove = wanted - self._bound, self._bound - wanted
+        add, remove = (wanted if everything else wanted - self._bound), self._bound - wanted
         if not add and not remove:
             return
 
@@ -81,8 +82,9 @@ class TriggerRouter:
                 admin.unbind(self.queue, pattern)
 
         await self._pools.admin_call(work)
-        self._bound = wanted
-        log.info("Trigger bindings synced patterns=%s", sorted(wanted))
+        changed, self._bound = wanted != self._bound, wanted
+        if changed:
+            log.info("Trigger bindings synced patterns=%s", sorted(wanted))
 
     def _from_io_thread(self, delivery: Delivery) -> None:
         assert self._loop is not None

@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from conveyor import engine
+from conveyor import engine, names
 from conveyor.errors import ConveyorError, InvalidStatusError
 from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
@@ -82,7 +82,8 @@ class RunManager:
         self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
         self.expiry = Expiry(kube, workflows, self._spawn)
         self.attempts = Attempts(metrics)
-        self.router = EventRouter(self.runs, self.actor, self.attempts, self.leases, metrics)
+        self.router = EventRouter(self.runs, self.actor, self.attempts, self.leases, metrics,
+                                  link=link)
         workflows.on_change(self._workflow_changed)
 
     @property
@@ -97,6 +98,7 @@ class RunManager:
         run the operator does not know is of a deleted run, and is dropped: events of new
         runs cannot come before their run is seen, as only the operator dispatches tasks."""
         self._loop = loop
+        self.router.dead_letter_queue = names.dead_letter_queue(events_queue)
         for body in existing:
             self.observe(body)
         self._link.consume(events_queue, EVENTS_PREFETCH, self._from_io_thread)
