@@ -85,7 +85,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The rules the operator needs in each namespace it watches; tests/unit/test_chart_rbac.py
-derives the same set from the code. Server-side apply needs create besides patch.
+derives the same set from the code. Server-side apply needs create besides patch. Nothing
+reads Secrets: no get, list or watch, and no patch either, since a PATCH answers with the
+whole object; the operator replaces or creates its broker Secrets (Kube.apply_secret).
+WorkflowRuns are only watched by kopf (no finalizer, no progress annotations): no patch.
 */}}
 {{- define "conveyor.operatorRules" -}}
 - apiGroups: ["conveyor.dev"]
@@ -93,7 +96,7 @@ derives the same set from the code. Server-side apply needs create besides patch
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["conveyor.dev"]
   resources: ["workflowruns"]
-  verbs: ["create", "delete", "list", "watch", "patch"]
+  verbs: ["create", "delete", "list", "watch"]
 - apiGroups: ["conveyor.dev"]
   resources: ["workflows/status", "workflowruns/status"]
   verbs: ["patch"]
@@ -108,7 +111,7 @@ derives the same set from the code. Server-side apply needs create besides patch
   verbs: ["list", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "update"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "get", "patch"]
