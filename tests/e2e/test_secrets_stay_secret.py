@@ -136,6 +136,7 @@ def _operator(cluster: Any, api_client: Any, namespace: str, fullname: str, amqp
     port = _free_port()
     env = {**cluster.env(), "KUBECONFIG": str(kubeconfig), "CONVEYOR_AMQP_URL": amqp_url,
            "POD_NAMESPACE": namespace, "CONVEYOR_LEADER_LEASE": fullname,
+           "CONVEYOR_OPERATOR_DEPLOYMENT": fullname,  # as in the chart's pod
            "CONVEYOR_HEALTH_ADDRESS": "127.0.0.1", "CONVEYOR_HEALTH_PORT": str(port),
            "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "conveyor.operator", "-n", namespace, "--log-level", "DEBUG"]
