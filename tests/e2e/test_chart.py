@@ -143,13 +143,17 @@ def test_the_example_runs_through_the_operator_pod_and_uninstall_cleans_up(
 
     # The operator acts with its ServiceAccount's rights: exactly the chart's rules.
     account = f"system:serviceaccount:{namespace}:{release.name}-conveyor"
-    def can(verb: str, resource: str, ns: str | None = namespace) -> bool:
+    def can(verb: str, resource: str, ns: str | None = namespace, *more: str) -> bool:
         where = ["-n", ns] if ns else []
         out = release.kubectl("auth", "can-i", verb, resource, "--as", account, *where,
-                              check=False)
+                              *more, check=False)
         return out.strip() == "yes"
-    assert can("patch", "deployments.apps") and can("patch", "workflowruns.conveyor.dev/status")
-    assert not can("get", "secrets") and not can("delete", "pods")
+    # (`kind/x` names an object x to can-i, not a subresource: --subresource does.)
+    assert can("patch", "deployments.apps")
+    assert can("patch", "workflowruns.conveyor.dev", namespace, "--subresource=status")
+    assert not can("patch", "workflowruns.conveyor.dev")  # kopf only watches runs
+    assert not can("get", "secrets") and not can("patch", "secrets")
+    assert not can("delete", "pods")
     assert not can("list", "workflowruns.conveyor.dev", "default")  # only its namespace
 
     try:

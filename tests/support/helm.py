@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,19 @@ def template(values: Mapping[str, Any], *, release: str = "conveyor",
     out = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values),
                *extra).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@contextlib.contextmanager
+def release(name: str, namespace: str, values: Mapping[str, Any], env: Mapping[str, str],
+            values_file: Path) -> Iterator[str]:
+    """`helm install` of the chart with `values` (kept in a 0600 file: they may hold the broker
+    URL); `helm uninstall` afterwards, whatever happened. Yields the release's full name."""
+    values_file.write_text(yaml.safe_dump(dict(values)))
+    values_file.chmod(0o600)
+    helm("install", name, str(CHART), "--namespace", namespace, "-f", str(values_file),
+         env=env)
+    try:
+        yield f"{name}-conveyor"
+    finally:
+        helm("uninstall", name, "--namespace", namespace, "--wait", "--timeout", "2m",
+             env=env, check=False)

@@ -8,9 +8,14 @@ The rules are derived from the source, not copied from the chart:
   server-side apply (`_content_type=APPLY`) also needs `create`: it creates what is missing.
 - Only the `Kube` methods that the operator's modules call count (through `kube.<method>`,
   directly, through the async facade `conveyor.kube.facade`, or via `asyncio.to_thread`).
-- kopf watches (list, watch) and patches (finalizers, progress annotations) every resource its
-  handlers name (`handlers.py`), and discovers resources by listing and watching CRDs, and
-  namespaces when it watches a list of namespaces (kopf/_core/reactor/observation.py).
+- kopf watches (list, watch) every resource its handlers name (`handlers.py`); it patches
+  (finalizers, progress and diff-base annotations) only those with changing handlers (create,
+  update, delete, resume) or timers: for a resource that has only `on.event` handlers it
+  writes nothing (kopf/_core/reactor/processing.py). It discovers resources by listing and
+  watching CRDs, and namespaces when it watches a list of namespaces
+  (kopf/_core/reactor/observation.py).
+- Secrets are written, never read: no get, list, watch, or patch (a PATCH answers with the
+  whole object, so it reads as well as writes).
 """
 
 from __future__ import annotations
@@ -150,7 +155,8 @@ def operator_rules(*, own_deployment: bool = False) -> set[Rule]:
 
 
 def kopf_rules() -> set[Rule]:
-    """kopf watches and patches the resources its handlers are registered for."""
+    """kopf watches the resources its handlers are registered for, and patches those whose
+    handlers keep state on the object (changing handlers, timers)."""
     source = (PACKAGE / "operator" / "handlers.py").read_text()
     tree = ast.parse(source)
     tuples = {}
@@ -159,13 +165,15 @@ def kopf_rules() -> set[Rule]:
             parts = [_constant(e) for e in node.value.elts]
             if len(parts) == 3 and all(parts):
                 tuples[node.targets[0].id] = parts  # type: ignore[attr-defined]
-    used = set(re.findall(r"@kopf\.(?:on\.\w+|timer)\(\*(\w+)", source))
-    assert used, "no kopf handlers found in handlers.py"
+    handlers = re.findall(r"@kopf\.(on\.\w+|timer|daemon)\(\*(\w+)", source)
+    assert handlers, "no kopf handlers found in handlers.py"
     rules: set[Rule] = set()
-    for name in used:
+    for kind, name in handlers:
         group, _version, plural = tuples[name]
         assert group is not None and plural is not None
-        rules |= {(group, plural, verb) for verb in ("list", "watch", "patch")}
+        rules |= {(group, plural, verb) for verb in ("list", "watch")}
+        if kind != "on.event":
+            rules.add((group, plural, "patch"))
     return rules
 
 
@@ -191,7 +199,10 @@ def test_the_derivation_finds_what_the_operator_is_known_to_do() -> None:
     needed = operator_rules() | kopf_rules()
     # A few anchors, so a broken parser cannot pass by finding nothing.
     assert ("apps", "deployments", "patch") in needed
-    assert ("", "secrets", "create") in needed  # applied
+    assert ("", "secrets", "create") in needed  # created, or replaced when it exists
+    assert ("", "secrets", "update") in needed
+    assert (names.GROUP, "workflows", "patch") in needed  # kopf's finalizer
+    assert (names.GROUP, "workflowruns", "patch") not in needed  # only watched
     assert ("apps", "deployments/scale", "patch") in needed
     assert (names.GROUP, "workflowruns/status", "patch") in needed
     assert ("coordination.k8s.io", "leases", "update") in needed
@@ -247,6 +258,37 @@ def test_watching_a_list_of_namespaces_grants_a_role_in_each() -> None:
     deployment = objects[("Deployment", "conveyor", "conveyor-system")]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["--namespace", "shop", "--namespace", "billing"]
+
+
+# Verbs whose answer carries the object: granting any of them on Secrets lets the operator read
+# Secrets it does not manage (an empty PATCH returns the data). Create and update answer with
+# what was sent.
+READS = {"get", "list", "watch", "patch", "*"}
+
+
+@pytest.mark.parametrize("values", [{}, {"operator.namespaces": ["shop", "billing"]}],
+                         ids=["every-namespace", "a-list"])
+def test_no_rule_lets_the_operator_read_a_secret(values: dict[str, Any]) -> None:
+    objects = _objects(values)
+    roles = [o for (kind, _, _), o in objects.items() if kind in ("Role", "ClusterRole")
+             and o["metadata"]["name"] in ("conveyor", "conveyor-leader")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            if "" in rule["apiGroups"] and {"secrets", "*"} & set(rule["resources"]):
+                assert not READS & set(rule["verbs"]), (role["kind"], rule)
+                assert set(rule["verbs"]) == {"create", "update"}, rule
+
+
+def test_the_leader_role_reads_and_writes_only_its_own_lease() -> None:
+    rules = [r for r in _objects({"operator.leaderLease": "mine"})[
+        ("Role", "conveyor-leader", "conveyor-system")]["rules"] if r["resources"] == ["leases"]]
+    named = [r for r in rules if r.get("resourceNames")]
+    unnamed = [r for r in rules if not r.get("resourceNames")]
+    assert [(r["resourceNames"], sorted(r["verbs"])) for r in named] == [(["mine"],
+                                                                          ["get", "update"])]
+    # A create is authorized before the object has a name: it cannot be limited by one.
+    assert [r["verbs"] for r in unnamed] == [["create"]]
 
 
 def test_rbac_create_false_creates_no_operator_roles() -> None:

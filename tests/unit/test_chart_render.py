@@ -71,8 +71,11 @@ def test_defaults_run_a_hardened_operator_watching_every_namespace() -> None:
 
 def test_every_object_carries_the_helper_labels() -> None:
     objects = template({**URL, "rabbitmq.enabled": True, "operator.namespaces": ["a"],
-                        "metrics.serviceMonitor.enabled": True, "dashboard.enabled": True})
-    assert len({o["kind"] for o in objects}) >= 13
+                        "metrics.serviceMonitor.enabled": True, "dashboard.enabled": True,
+                        "networkPolicy.enabled": True,
+                        "networkPolicy.apiServer.cidrs": ["10.0.0.1/32"],
+                        "networkPolicy.apiServer.ports": [443]})
+    assert len({o["kind"] for o in objects}) >= 14
     for o in objects:
         labels = o["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == "conveyor", o["kind"]
@@ -195,6 +198,8 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
         found.append((path, node))
         for key, sub in node.get("properties", {}).items():
             found += _walk(sub, f"{path}.{key}")
+        for key, sub in node.get("definitions", {}).items():
+            found += _walk(sub, f"#/definitions/{key}")
         for key in ("items", "additionalProperties"):
             found += _walk(node.get(key), f"{path}[{key}]")
         for sub in node.get("anyOf", []):
@@ -236,10 +241,11 @@ def test_every_value_is_commented() -> None:
             continue
         inside_value_at = None
         following = lines[number + 1] if number + 1 < len(lines) else ""
-        section = match[3] is None and following.startswith(match[1] + "  ")
+        listed = match[3] is None and following.lstrip().startswith("- ")
+        section = match[3] is None and following.startswith(match[1] + "  ") and not listed
         if section and match[2] not in WHOLE_VALUES:
             continue  # a section: its values carry the comments
-        if section:
+        if section or listed:  # one value, a map or a list of maps: one comment covers it
             inside_value_at = indent
         above = lines[number - 1].strip() if number else ""
         assert above.startswith("#"), f"values.yaml:{number + 1}: {line.strip()} has no comment"

@@ -85,7 +85,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The rules the operator needs in each namespace it watches; tests/unit/test_chart_rbac.py
-derives the same set from the code. Server-side apply needs create besides patch.
+derives the same set from the code. Server-side apply needs create besides patch. Nothing
+reads Secrets: no get, list or watch, and no patch either, since a PATCH answers with the
+whole object; the operator replaces or creates its broker Secrets (Kube.apply_secret).
+WorkflowRuns are only watched by kopf (no finalizer, no progress annotations): no patch.
 */}}
 {{- define "conveyor.operatorRules" -}}
 - apiGroups: ["conveyor.dev"]
@@ -93,7 +96,7 @@ derives the same set from the code. Server-side apply needs create besides patch
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["conveyor.dev"]
   resources: ["workflowruns"]
-  verbs: ["create", "delete", "list", "watch", "patch"]
+  verbs: ["create", "delete", "list", "watch"]
 - apiGroups: ["conveyor.dev"]
   resources: ["workflows/status", "workflowruns/status"]
   verbs: ["patch"]
@@ -108,7 +111,7 @@ derives the same set from the code. Server-side apply needs create besides patch
   verbs: ["list", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "update"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "get", "patch"]
@@ -130,4 +133,81 @@ namespaces when it watches a list of namespaces rather than the whole cluster.
   resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end }}
+{{- end }}
+
+{{/*
+The egress rule to the API server (networkPolicy.apiServer). What the values leave empty is
+read from the cluster: the `kubernetes` Service's ClusterIP and ports, and its EndpointSlice's
+addresses and ports, since plugins differ in whether they match before or after the Service's
+address translation. `helm template` reads nothing (lookup is empty there), so without the
+endpoints' addresses the chart refuses to render rather than render a policy that cuts the
+operator off its API server.
+*/}}
+{{- define "conveyor.apiServerEgress" -}}
+{{- $values := .Values.networkPolicy.apiServer }}
+{{- $cidrs := list }}
+{{- $ports := list }}
+{{- $endpoints := 0 }}
+{{- if not (and $values.cidrs $values.ports) }}
+{{- with (lookup "v1" "Service" "default" "kubernetes").spec }}
+{{- if .clusterIP }}
+{{- $cidrs = append $cidrs (include "conveyor.hostCidr" .clusterIP) }}
+{{- end }}
+{{- range .ports }}
+{{- $ports = append $ports (int .port) }}
+{{- if and .targetPort (not (kindIs "string" .targetPort)) }}
+{{- $ports = append $ports (int .targetPort) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" }}
+{{- range .endpoints }}
+{{- range .addresses }}
+{{- $cidrs = append $cidrs (include "conveyor.hostCidr" .) }}
+{{- $endpoints = add1 $endpoints }}
+{{- end }}
+{{- end }}
+{{- range .ports }}
+{{- $ports = append $ports (int .port) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $values.cidrs }}
+{{- $cidrs = $values.cidrs }}
+{{- else if not $endpoints }}
+{{- fail "networkPolicy.apiServer.cidrs: the API server's addresses could not be read from the cluster (helm template reads nothing); set them: kubectl get endpointslice kubernetes -n default -o jsonpath='{.endpoints[*].addresses}' (each as a /32), and the ClusterIP of Service default/kubernetes" }}
+{{- end }}
+{{- if $values.ports }}
+{{- $ports = $values.ports }}
+{{- else if not $ports }}
+{{- fail "networkPolicy.apiServer.ports: the API server's ports could not be read from the cluster; set them (often [443, 6443]): kubectl get endpointslice kubernetes -n default -o jsonpath='{.ports[*].port}'" }}
+{{- end -}}
+- to:
+  {{- range $cidrs | uniq }}
+  - ipBlock:
+      cidr: {{ . | quote }}
+  {{- end }}
+  ports:
+  {{- range $ports | uniq }}
+  - protocol: TCP
+    port: {{ . }}
+  {{- end }}
+{{- end }}
+
+{{/* An address as the CIDR of that one host: /32, or /128 for IPv6. */}}
+{{- define "conveyor.hostCidr" -}}
+{{- if contains ":" . }}{{ . }}/128{{ else }}{{ . }}/32{{ end }}
+{{- end }}
+
+{{/* The egress rule to the cluster's DNS (networkPolicy.dns). */}}
+{{- define "conveyor.dnsEgress" -}}
+- to:
+  {{- toYaml .Values.networkPolicy.dns.peers | nindent 2 }}
+  ports:
+  {{- range .Values.networkPolicy.dns.ports }}
+  - protocol: UDP
+    port: {{ . }}
+  - protocol: TCP
+    port: {{ . }}
+  {{- end }}
 {{- end }}

@@ -72,14 +72,29 @@ class Kube:
 
     @answered
     def apply_secret(self, manifest: Mapping[str, Any]) -> None:
+        """Replace the Secret whole, or create it when there is none.
+
+        Not a server-side apply like the other children: a PATCH answers with the object it
+        patched, so the right to patch Secrets would be the right to read every Secret in
+        reach (an empty patch returns its data) and, with create, to mint a token for any
+        ServiceAccount there (create a token Secret, let the controller fill it, patch it).
+        A replace and a create answer with what was sent, so the operator's Role grants
+        `update` and `create` on Secrets and nothing that reads one (docs/operating.md).
+        """
         meta = manifest["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
         try:
-            self.core.patch_namespaced_secret(
-                meta["name"], meta["namespace"], dict(manifest),
-                field_manager=names.FIELD_MANAGER, force=True, _content_type=APPLY,
-            )
+            self.core.replace_namespaced_secret(name, namespace, dict(manifest),
+                                                field_manager=names.FIELD_MANAGER)
+            return
         except ApiException as error:
-            raise api_error(f"apply Secret {meta['namespace']}/{meta['name']}", error) from error
+            if error.status != 404:
+                raise api_error(f"replace Secret {namespace}/{name}", error) from error
+        try:
+            self.core.create_namespaced_secret(namespace, dict(manifest),
+                                               field_manager=names.FIELD_MANAGER)
+        except ApiException as error:
+            raise api_error(f"create Secret {namespace}/{name}", error) from error
 
     @answered
     def apply_config_map(self, manifest: Mapping[str, Any]) -> None:
