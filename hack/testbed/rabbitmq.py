@@ -74,11 +74,15 @@ def _env(paths: Paths, ports: Ports) -> dict[str, str]:
     return env
 
 
-def _configure(paths: Paths, ports: Ports) -> None:
+def _configure(paths: Paths, ports: Ports) -> bool:
+    """Write the broker's configuration; whether it changed (a running broker then needs a
+    restart to take it, e.g. the TLS listener a newer test bed adds)."""
     base = paths.rabbitmq
     (base / "rabbitmq-env.conf").write_text("# the test bed sets everything in the environment\n")
     (base / "enabled_plugins").write_text("[].\n")
-    (base / "rabbitmq.conf").write_text(
+    config = base / "rabbitmq.conf"
+    before = config.read_text() if config.exists() else None
+    config.write_text(
         "\n".join(
             [
                 f"listeners.tcp.1 = 127.0.0.1:{ports.amqp}",
@@ -100,6 +104,7 @@ def _configure(paths: Paths, ports: Ports) -> None:
             ]
         )
     )
+    return config.read_text() != before
 
 
 def amqp_url(paths: Paths, ports: Ports, vhost: str = "/") -> str:
@@ -120,7 +125,8 @@ def start(paths: Paths, ports: Ports) -> None:
             "(apt-get install rabbitmq-server) first"
         )
     pki.ensure_broker(paths.pki)
-    _configure(paths, ports)
+    if _configure(paths, ports) and procs.running_pid(paths.pids, "rabbitmq") is not None:
+        stop(paths)  # running on an older configuration: start again on this one
     env = _env(paths, ports)
     state = paths.root
     epmd = shutil.which("epmd") or "epmd"

@@ -24,7 +24,9 @@ from conveyor.broker.confirms import Confirmation
 from conveyor.broker.connection import ca_bundle
 from conveyor.broker.delivery import Delivery
 from conveyor.broker.errors import (
+    AccessRefusedError,
     BrokerError,
+    ChannelClosedError,
     LinkClosedError,
     PublishRejectedError,
     QueueMismatchError,
@@ -36,10 +38,12 @@ from conveyor.broker.link import Link
 from conveyor.broker.settings import BrokerSettings, BrokerSettingsError
 
 __all__ = [
+    "AccessRefusedError",
     "Admin",
     "BrokerError",
     "BrokerSettings",
     "BrokerSettingsError",
+    "ChannelClosedError",
     "Confirmation",
     "Delivery",
     "Link",

@@ -15,7 +15,7 @@ import pika.exceptions
 from conveyor import names
 from conveyor.broker import topology
 from conveyor.broker.connection import open_blocking
-from conveyor.broker.errors import BrokerError, QueueMismatchError
+from conveyor.broker.errors import BrokerError, ChannelClosedError, QueueMismatchError
 from conveyor.broker.settings import BrokerSettings
 
 log = logging.getLogger("conveyor.broker")
@@ -79,12 +79,19 @@ class Admin:
                 if not self._channel.is_open:
                     self._channel = self._connection.channel()
                 return op(self._channel)
-            except (pika.exceptions.AMQPConnectionError,
-                    pika.exceptions.ChannelWrongStateError) as error:
+            except pika.exceptions.ChannelClosedByBroker as error:
+                # Over what we asked: the callers say what it means for their request.
+                raise ChannelClosedError(f"RabbitMQ refused: {error.reply_code} "
+                                         f"{error.reply_text}", error.reply_code) from error
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelWrongStateError,
+                    pika.exceptions.ChannelClosed, OSError) as error:
                 if attempt == 2:
                     raise BrokerError(f"lost RabbitMQ at {self._settings.masked}: "
-                                      f"{error!r}") from error
+                                      f"{type(error).__name__}") from error
                 self._connect()
+            except pika.exceptions.AMQPError as error:  # anything else of pika's: ours too
+                raise BrokerError(f"RabbitMQ at {self._settings.masked} failed: "
+                                  f"{type(error).__name__}") from error
         raise AssertionError("unreachable")
 
     def declare_exchanges(self) -> None:
@@ -98,11 +105,11 @@ class Admin:
         try:
             self._do(lambda ch: ch.queue_declare(queue.name, durable=True,
                                                  arguments=queue.arguments))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == PRECONDITION_FAILED:
+        except ChannelClosedError as error:
+            if error.code == PRECONDITION_FAILED:
                 raise QueueMismatchError(f"queue {queue.name} exists with other arguments: "
-                                         f"{error.reply_text}") from error
-            raise BrokerError(f"cannot declare queue {queue.name}: {error.reply_text}") from error
+                                         f"{error}") from error
+            raise
 
     def declare_task_queue(self, queue: str, delivery_limit: int) -> None:
         """The task type's queue and its dead-letter queue (declared first: it must exist
@@ -120,17 +127,17 @@ class Admin:
     def delete_queue(self, name: str) -> None:
         try:
             self._do(lambda ch: ch.queue_delete(name))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code != NOT_FOUND:
-                raise BrokerError(f"cannot delete queue {name}: {error.reply_text}") from error
+        except ChannelClosedError as error:
+            if error.code != NOT_FOUND:
+                raise
 
     def purge(self, name: str) -> int:
         """Drop every message ready in the queue (not those delivered and unacked); returns
         how many went. For operators clearing a queue by hand, and for tests of loss."""
         try:
             ok = self._do(lambda ch: ch.queue_purge(name))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            raise BrokerError(f"cannot purge queue {name}: {error.reply_text}") from error
+        except ChannelClosedError as error:
+            raise ChannelClosedError(f"cannot purge queue {name}: {error}", error.code) from error
         return int(ok.method.message_count)
 
     def declare_events_queue(self, name: str, patterns: Iterable[str]) -> None:
@@ -150,8 +157,8 @@ class Admin:
         """Backlog and consumers of `queue`, or None if it does not exist."""
         try:
             ok = self._do(lambda ch: ch.queue_declare(queue, passive=True))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == NOT_FOUND:
+        except ChannelClosedError as error:
+            if error.code == NOT_FOUND:
                 return None
-            raise BrokerError(f"cannot inspect queue {queue}: {error.reply_text}") from error
+            raise
         return QueueStats(backlog=ok.method.message_count, consumers=ok.method.consumer_count)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions
 
-from conveyor.broker.errors import BrokerError, TLSCause, TLSError
+from conveyor.broker.errors import AccessRefusedError, BrokerError, TLSCause, TLSError
 from conveyor.broker.settings import BrokerSettings, BrokerSettingsError
 from conveyor.broker.tls import tls_failure
 
@@ -60,8 +60,15 @@ def connection_parameters(settings: BrokerSettings) -> pika.URLParameters:
 def connect_failure(error: BaseException, settings: BrokerSettings) -> BrokerError:
     """A failed connection attempt as an error of ours: TLSError when TLS was the cause
     (a configuration to fix), else BrokerError (a broker to wait for)."""
-    return tls_failure(error, settings) or BrokerError(
-        f"cannot connect to RabbitMQ at {settings.masked}: {error!r}")
+    tls = tls_failure(error, settings)
+    if tls is not None:
+        return tls
+    if isinstance(error, (pika.exceptions.ProbableAuthenticationError,
+                          pika.exceptions.ProbableAccessDeniedError,
+                          pika.exceptions.AuthenticationError)):
+        return AccessRefusedError(f"RabbitMQ at {settings.masked} refused the credentials or "
+                                  f"the vhost: {type(error).__name__}")
+    return BrokerError(f"cannot connect to RabbitMQ at {settings.masked}: {error!r}")
 
 
 def open_blocking(settings: BrokerSettings) -> pika.BlockingConnection:

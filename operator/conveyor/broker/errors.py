@@ -1,13 +1,17 @@
 """What can go wrong with the broker: one branch of Conveyor's error tree.
 
     ConveyorError
-     └── BrokerError            a broker operation failed; the pika error is the cause
+     └── BrokerError            a broker operation failed; the pika error is the cause;
+          │                     `retryable` says whether trying again can help
           ├── UnroutableError       a mandatory message no queue took
           ├── PublishRejectedError  the broker refused a message (basic.nack)
           ├── LinkClosedError       the link closed before the operation completed
-          ├── QueueMismatchError    a queue exists with other arguments
+          ├── ChannelClosedError    the broker closed the channel over a request: `.code`
+          │                         (404 no such queue, 403 access refused, 406 ...)
+          ├── QueueMismatchError    a queue exists with other arguments   (not retryable)
+          ├── AccessRefusedError    the credentials or the vhost are refused (not retryable)
           └── TLSError              no TLS connection can be made with this configuration:
-                                    `.cause` says why (a TLSCause)
+                                    `.cause` says why (a TLSCause)        (not retryable)
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from conveyor.errors import ConveyorError
 
 class BrokerError(ConveyorError):
     """A broker operation failed; the pika error, if any, is the cause."""
+
+    retryable = True
+    """Whether trying again can help (a broker restarting, a connection lost), as opposed to
+    a configuration to fix first."""
 
 
 class UnroutableError(BrokerError):
@@ -33,8 +41,30 @@ class LinkClosedError(BrokerError):
     """The link was closed before the operation could complete."""
 
 
+class ChannelClosedError(BrokerError):
+    """The broker closed the channel over a request; `code` is its AMQP reply code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        # 403 access refused, 406 precondition failed, 530 not allowed: asking again will not
+        # change the answer. 404 (a queue not declared yet) and the rest may.
+        return self.code not in (403, 406, 530)
+
+
 class QueueMismatchError(BrokerError):
     """A queue exists with other arguments than asked for (e.g. another delivery limit)."""
+
+    retryable = False
+
+
+class AccessRefusedError(BrokerError):
+    """The broker refused the credentials, or the user's access to the vhost."""
+
+    retryable = False
 
 
 class TLSCause(StrEnum):
@@ -57,6 +87,8 @@ class TLSError(BrokerError):
     """No TLS connection to the broker can be made as configured; trying again does not
     help until the configuration (CA, host name, port) changes. The message names the URL
     (password masked) and the cause."""
+
+    retryable = False
 
     def __init__(self, message: str, cause: TLSCause) -> None:
         super().__init__(message)

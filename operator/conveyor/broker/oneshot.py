@@ -55,7 +55,7 @@ def publish_confirmed(settings: BrokerSettings, exchange: str, routing_key: str,
             from error
     except pika.exceptions.ChannelClosedByBroker as error:
         raise BrokerError(f"cannot publish to {exchange!r}: {error.reply_text}") from error
-    except pika.exceptions.AMQPError as error:
+    except (pika.exceptions.AMQPError, OSError) as error:  # sockets fail under pika too
         raise BrokerError(f"lost RabbitMQ at {settings.masked}: {type(error).__name__}") \
             from error
     finally:
@@ -89,7 +89,7 @@ def peek_queue(settings: BrokerSettings, queue: str, limit: int) -> list[PeekedM
         if found:
             channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
         return found
-    except pika.exceptions.AMQPError as error:
+    except (pika.exceptions.AMQPError, OSError) as error:  # sockets fail under pika too
         raise BrokerError(f"cannot read queue {queue}: {error!r}") from error
     finally:
         if connection.is_open:
@@ -133,7 +133,7 @@ def move_messages(settings: BrokerSettings, source: str, exchange: str, routing_
             channel.basic_ack(method.delivery_tag)
             moved += 1
         return moved
-    except pika.exceptions.AMQPError as error:
+    except (pika.exceptions.AMQPError, OSError) as error:  # sockets fail under pika too
         raise BrokerError(f"stopped moving {source} after {moved} messages: {error!r}") \
             from error
     finally:
