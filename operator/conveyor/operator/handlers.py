@@ -40,7 +40,13 @@ async def _reconcile(body: Any, memo: Any) -> None:
         await _runtime(memo).reconciler.reconcile(raw(body))
         await _runtime(memo).triggers.sync_bindings()
     except (BrokerError, KubeError) as error:
-        raise kopf.TemporaryError(str(error), delay=5) from error
+        # What waiting may cure is tried again soon (after the server's Retry-After if it
+        # gave one); a configuration to fix (a queue's other arguments, refused credentials)
+        # once a minute, also the drift timer's pace: it may be fixed outside Conveyor.
+        delay = 5.0 if error.retryable else DRIFT_SECONDS
+        if isinstance(error, KubeError):
+            delay = error.delay(delay)
+        raise kopf.TemporaryError(str(error), delay=delay) from error
 
 
 def build_registry(settings: Settings) -> kopf.OperatorRegistry:
