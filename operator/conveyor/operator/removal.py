@@ -41,4 +41,7 @@ class RemovalWatch:
             except KubeError as error:
                 log.debug("Watch of the operator's Deployment failed error=%s", error)
                 time.sleep(RETRY_SECONDS)  # a thread of its own: nothing else waits on it
+            except Exception:  # a thread that died would never tell: log, and watch again
+                log.exception("Watch of the operator's Deployment failed unexpectedly")
+                time.sleep(RETRY_SECONDS)
         log.info("The operator's Deployment is gone: the install is being removed")
