@@ -83,25 +83,25 @@ def serving(p: Paths, ports: Ports, name: str) -> bool:
 def kill_pod(p: Paths, pod: str, timeout: float = 20) -> list[int]:
     """SIGKILL the live container processes of `<namespace>/<name>`, found by the pid files the
     node agent writes (so no API call is needed: this works while the API server is down)."""
-    folder = p.pods / pod
-    pids = [pid for pid in (_pid_of(f) for f in sorted(folder.glob("*.pid"))) if pid]
-    # Only processes of this test bed's pods: a pid file may outlive its process, and the pid
-    # may have been reused by anything else since.
-    mine = set(procs.marked_processes(p.root, also=POD_MARKER))
-    pids = [pid for pid in pids if pid in mine]
+    pids = pod_pids(p, pod)
     _kill_groups(pids, timeout, f"pod {pod}")
     return pids
 
 
+def pod_pids(p: Paths, pod: str) -> list[int]:
+    """The live container processes of `<namespace>/<name>`, by their pid files."""
+    pids = [pid for pid in (_pid_of(f) for f in sorted((p.pods / pod).glob("*.pid"))) if pid]
+    # Only processes of this test bed's pods: a pid file outlives its process, and the pid
+    # may have been reused by anything else since.
+    mine = set(procs.marked_processes(p.root, also=POD_MARKER))
+    return [pid for pid in pids if pid in mine]
+
+
 def live_pods(p: Paths, namespace: str) -> list[str]:
     """`<namespace>/<name>` of the pods with a live container process, by the pid files."""
-    mine = set(procs.marked_processes(p.root, also=POD_MARKER))
     folder = p.pods / namespace
-    found = []
-    for pod in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if any(_pid_of(f) in mine for f in pod.glob("*.pid")):
-            found.append(f"{namespace}/{pod.name}")
-    return found
+    pods = sorted(folder.iterdir()) if folder.is_dir() else []
+    return [f"{namespace}/{pod.name}" for pod in pods if pod_pids(p, f"{namespace}/{pod.name}")]
 
 
 def _pid_of(path: Path) -> int | None:
