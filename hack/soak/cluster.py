@@ -67,8 +67,8 @@ class Cluster:
 
     def prepare(self) -> None:
         kubectl = controlplane.environ_for_kubectl(self.paths, self._bin_dir())
-        subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f",
-                        str(REPO / "crds")], env=kubectl, check=True, capture_output=True)
+        subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], env=kubectl, check=True,
+                       capture_output=True)
         subprocess.run(["kubectl", "wait", "--for=condition=Established", "--timeout=60s",
                         "-f", str(REPO / "crds")], env=kubectl, check=True,
                        capture_output=True)

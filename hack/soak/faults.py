@@ -45,6 +45,9 @@ class Happened:
     serving_at: float | None = None
     what: str = ""
     error: str | None = None
+    done_at_kill: int | None = None
+    """Executions in the ledger when the part was killed: a fault after the last one tests
+    nothing."""
 
 
 class Daemon:
@@ -112,6 +115,7 @@ class Executor:
     plan: list[Fault]
     targets: dict[str, Target]
     start: float = field(default_factory=time.monotonic)
+    progress: Callable[[], int] = lambda: 0
     happened: list[Happened] = field(init=False)
     _watchers: list[threading.Thread] = field(init=False, default_factory=list)
     _thread: threading.Thread | None = field(init=False, default=None)
@@ -166,6 +170,7 @@ class Executor:
             if not restart:
                 h.what = target.kill()
                 h.killed_at = self._now()
+                h.done_at_kill = self.progress()
                 return
             if h.killed_at is None:
                 return  # the kill failed: nothing to bring back

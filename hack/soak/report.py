@@ -13,13 +13,15 @@ def _at(value: float | None) -> str:
 def render(result: Result) -> str:
     config, verdict = result.config, result.verdict
     lines = ["", "Fault schedule (seconds after the runs were submitted)",
-             f"  {'fault':<22}{'killed':>8}{'restart':>9}{'serving':>9}{'away':>7}  what"]
+             f"  {'fault':<22}{'killed':>8}{'restart':>9}{'serving':>9}{'away':>7}"
+             f"{'done':>7}  what"]
     for h in result.happened:
         away = (None if h.killed_at is None or h.serving_at is None
                 else h.serving_at - h.killed_at)
         what = h.what + (f"  ERROR {h.error}" if h.error else "")
+        done = "-" if h.done_at_kill is None else f"{h.done_at_kill / result.tasks:.0%}"
         lines.append(f"  {h.fault!s:<22}{_at(h.killed_at):>8}{_at(h.restarted_at):>9}"
-                     f"{_at(h.serving_at):>9}{_at(away):>7}  {what}")
+                     f"{_at(h.serving_at):>9}{_at(away):>7}{done:>7}  {what}")
     pairs = overlapping([h.fault for h in result.happened])
     if pairs:
         lines.append("  overlapping: " + ", ".join(f"{a} & {b}" for a, b in pairs))
@@ -41,6 +43,10 @@ def render(result: Result) -> str:
         lines.append("  queues (ready/unacked): " + ", ".join(
             f"{name.removeprefix('conveyor.')}={ready}/{unacked}"
             for name, (ready, unacked) in sorted(result.queues.items())))
+    drained = result.events_drained
+    lines.append("  operator's events queue: " + (
+        f"empty {drained:.1f} s after the verdict's read" if drained is not None
+        else "NOT EMPTY 30 s after the runs ended: the operator stopped consuming"))
     if verdict.strays:
         lines.append(f"  executions of no submitted item: {verdict.strays}")
     busy = result.busy_seconds

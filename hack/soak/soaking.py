@@ -27,6 +27,7 @@ from testbed.layout import REPO
 WORKFLOW = "soak"
 TASK = "fan"
 POLL_SECONDS = 1.0
+DRAIN_SECONDS = 30.0
 PROGRESS_SECONDS = 10.0
 
 
@@ -42,6 +43,13 @@ class Config:
     setup_timeout: float = 120.0
     ledger_sync: bool = True
     out: Path | None = None
+
+    @classmethod
+    def ci(cls, out: Path | None = None) -> Config:
+        """The e2e variant (tests/e2e/test_soak.py): 3 x 2,000 items on 2 x 8 workers, slow
+        enough that both faults of `CI_PLAN` land while the runs are under way."""
+        return cls(runs=3, items=2000, plan=schedule.CI_PLAN, replicas=2, concurrency=8,
+                   stuck_bound=60.0, out=out)
 
 
 @dataclass
@@ -59,6 +67,10 @@ class Result:
     operator_exits: list[Exit]
     container_restarts: int | None
     queues: dict[str, tuple[int, int]] | None
+    events_drained: float | None
+    """Seconds the operator's events queue took to empty after the runs ended (None: it did
+    not within DRAIN_SECONDS). Every event left then is of a finished run, acked on sight,
+    so a queue that stays full means the operator stopped consuming."""
     stuck_detail: list[str] = field(default_factory=list)
 
     @property
@@ -100,6 +112,7 @@ class _Soak:
             assert self.executor is not None
             last = self._watch()
             final = _read_again(cluster, last)
+            drained = self._drained()
             views = [RunView(r["metadata"]["name"], r["metadata"]["uid"], config.items,
                              r.get("status") or {}) for r in final
                      if r["metadata"]["uid"] in self.uids]
@@ -110,7 +123,7 @@ class _Soak:
                 seconds=time.monotonic() - self.submitted, busy_seconds=_busy_seconds(views),
                 healed_at=self.executor.healed_at(), operator_exits=list(supervisor.exits),
                 container_restarts=cluster.container_restarts(),
-                queues=cluster.queue_depths(),
+                queues=cluster.queue_depths(), events_drained=drained,
                 stuck_detail=[_stuck(v) for v in views
                               if (v.status.get("phase") or "Pending") not in TERMINAL],
             )
@@ -141,8 +154,19 @@ class _Soak:
             **{n: Daemon(cluster.paths, cluster.ports, n)
                for n in ("kube-apiserver", "etcd", "rabbitmq")},
         }
-        self.executor = Executor(self.plan, targets, start=self.submitted)
+        self.executor = Executor(self.plan, targets, start=self.submitted,
+                                 progress=lambda: _ledger_lines(self.ledger_dir))
         self.executor.begin()
+
+    def _drained(self) -> float | None:
+        began = time.monotonic()
+        while time.monotonic() - began < DRAIN_SECONDS:
+            queues = self.cluster.queue_depths() or {}
+            events = [depth for name, depth in queues.items() if name.endswith(".events")]
+            if events and all(depth == (0, 0) for depth in events):
+                return time.monotonic() - began
+            time.sleep(POLL_SECONDS)  # the poll's interval; the loop ends on the condition
+        return None
 
     def _watch(self) -> list[dict[str, Any]]:
         """Poll the runs until every one is terminal after the plan has healed, or until the
