@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stuck-bound", type=float, default=defaults.stuck_bound,
                         help="seconds after the last fault healed by which every run must "
                              "be terminal (120)")
+    parser.add_argument("--task-seconds", type=float, default=defaults.task_seconds,
+                        help="how long each task works (0): more keeps more tasks in flight "
+                             "when a fault lands")
     parser.add_argument("--no-ledger-sync", action="store_true",
                         help="skip the fdatasync per ledger line (still safe against kills)")
     parser.add_argument("--ci", action="store_true",
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.ci(args.out) if args.ci else Config(
         runs=args.runs, items=args.items, plan=args.faults, replicas=args.replicas,
         concurrency=args.concurrency, stuck_bound=args.stuck_bound,
-        ledger_sync=not args.no_ledger_sync, out=args.out)
+        ledger_sync=not args.no_ledger_sync, task_seconds=args.task_seconds, out=args.out)
     result = soak(config, say=lambda line: print(line, flush=True))
     print(report.render(result), flush=True)
     return 0 if result.verdict.ok else 1

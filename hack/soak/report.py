@@ -14,7 +14,7 @@ def render(result: Result) -> str:
     config, verdict = result.config, result.verdict
     lines = ["", "Fault schedule (seconds after the runs were submitted)",
              f"  {'fault':<22}{'killed':>8}{'restart':>9}{'serving':>9}{'away':>7}"
-             f"{'done':>7}  what"]
+             f"{'ran':>7}  what"]
     for h in result.happened:
         away = (None if h.killed_at is None or h.serving_at is None
                 else h.serving_at - h.killed_at)
@@ -25,15 +25,21 @@ def render(result: Result) -> str:
     pairs = overlapping([h.fault for h in result.happened])
     if pairs:
         lines.append("  overlapping: " + ", ".join(f"{a} & {b}" for a, b in pairs))
-    lines.append(f"  every part serving again at {_at(result.healed_at)} s")
+    lines.append(f"  every part serving again at {_at(result.healed_at)} s; ran: executions "
+                 "in the ledger at the kill, of all tasks (re-executions count)")
     lines += ["", f"Runs: {config.runs} x {config.items} items = {result.tasks} tasks on "
-              f"{config.replicas} workers x {config.concurrency} (namespace {result.namespace})",
+              f"{config.replicas} workers x {config.concurrency}"
+              + (f", {config.task_seconds:g} s each" if config.task_seconds else "")
+              + f" (namespace {result.namespace})",
               f"  {'run':<10}{'phase':<11}{'executions':>11}{'lost':>7}{'double':>8}"
-              f"{'re-exec':>9}{'attempts':>10}"]
+              f"{'re-exec':>9}{'attempts':>10}{'started@':>10}"]
     for r in verdict.runs:
         lines.append(f"  {r.name:<10}{r.phase:<11}{r.executions:>11}{r.lost:>7}"
-                     f"{r.double_applied:>8}{r.re_executed:>9}{r.attempts:>10}")
+                     f"{r.double_applied:>8}{r.re_executed:>9}{r.attempts:>10}"
+                     f"{_at(result.first_status.get(r.name)):>10}")
         lines += [f"    {note}" for note in r.notes]
+    lines.append("  started@: seconds after submission when the run's status first showed it "
+                 "started (its dispatch persisted)")
     lines += [f"  stuck: {detail}" for detail in result.stuck_detail]
     exits = ", ".join(f"#{e.number} {'killed' if e.by_soak else 'exited'} (code {e.code})"
                       for e in result.operator_exits) or "none"

@@ -42,6 +42,9 @@ class Config:
     """Seconds after the last fault healed by which every run must be terminal."""
     setup_timeout: float = 120.0
     ledger_sync: bool = True
+    task_seconds: float = 0.0
+    """How long each task works: 0 measures Conveyor alone; more keeps more tasks in flight
+    when a fault lands."""
     out: Path | None = None
 
     @classmethod
@@ -71,6 +74,8 @@ class Result:
     """Seconds the operator's events queue took to empty after the runs ended (None: it did
     not within DRAIN_SECONDS). Every event left then is of a finished run, acked on sight,
     so a queue that stays full means the operator stopped consuming."""
+    first_status: dict[str, float] = field(default_factory=dict)
+    """Run name -> seconds after submission when the soak first saw it started in status."""
     stuck_detail: list[str] = field(default_factory=list)
 
     @property
@@ -98,6 +103,9 @@ class _Soak:
         self.executor: Executor | None = None
         self.submitted = 0.0
         self.uids: set[str] = set()
+        self.first_status: dict[str, float] = {}
+        """Run name -> seconds after submission when its status first showed it started:
+        until then a crashed operator dispatches all of it again."""
 
     def run(self) -> Result:
         cluster, config = self.cluster, self.config
@@ -124,6 +132,7 @@ class _Soak:
                 healed_at=self.executor.healed_at(), operator_exits=list(supervisor.exits),
                 container_restarts=cluster.container_restarts(),
                 queues=cluster.queue_depths(), events_drained=drained,
+                first_status=dict(self.first_status),
                 stuck_detail=[_stuck(v) for v in views
                               if (v.status.get("phase") or "Pending") not in TERMINAL],
             )
@@ -182,6 +191,10 @@ class _Soak:
             runs = self.cluster.runs()
             if runs is not None:
                 last = runs
+                for r in runs:
+                    if (r.get("status") or {}).get("startedAt"):
+                        self.first_status.setdefault(r["metadata"]["name"],
+                                                     time.monotonic() - self.submitted)
             terminal = len(last) == config.runs and all(
                 (r.get("status") or {}).get("phase") in TERMINAL for r in last)
             healed = self.executor.healed_at()
@@ -248,7 +261,8 @@ def _workflow(config: Config, ledger_dir: Path) -> dict[str, Any]:
                 "concurrency": config.concurrency,
                 "scaling": {"minReplicas": config.replicas, "maxReplicas": config.replicas},
             }],
-            "tasks": [{"name": TASK, "type": "soak", "forEach": "${{ inputs.items }}"}],
+            "tasks": [{"name": TASK, "type": "soak", "forEach": "${{ inputs.items }}",
+                       "inputs": {"seconds": config.task_seconds}}],
         },
     }
 
