@@ -102,28 +102,33 @@ class _Soak:
         self.ledger_dir.mkdir(parents=True, exist_ok=True)
         self.executor: Executor | None = None
         self.submitted = 0.0
-        self.uids: set[str] = set()
+        self.uids: dict[str, str] = {}  # name -> uid of every run submitted
         self.first_status: dict[str, float] = {}
         """Run name -> seconds after submission when its status first showed it started:
         until then a crashed operator dispatches all of it again."""
 
     def run(self) -> Result:
         cluster, config = self.cluster, self.config
-        cluster.prepare()
-        self.say(f"Soak namespace={cluster.namespace} vhost={cluster.vhost} output={self.out}")
-        supervisor = OperatorSupervisor(
-            cluster.namespace, operator_env(cluster.paths.admin_kubeconfig, cluster.amqp_url,
-                                            cluster.kubectl_env()), self.out)
+        supervisor: OperatorSupervisor | None = None
         try:
+            cluster.prepare()
+            self.say(f"Soak namespace={cluster.namespace} vhost={cluster.vhost} "
+                     f"output={self.out}")
+            supervisor = OperatorSupervisor(
+                cluster.namespace, operator_env(cluster.paths.admin_kubeconfig,
+                                                cluster.amqp_url, cluster.kubectl_env()),
+                self.out)
             supervisor.start()
             self._submit(supervisor)
             assert self.executor is not None
             last = self._watch()
             final = _read_again(cluster, last)
             drained = self._drained()
-            views = [RunView(r["metadata"]["name"], r["metadata"]["uid"], config.items,
-                             r.get("status") or {}) for r in final
-                     if r["metadata"]["uid"] in self.uids]
+            found = {r["metadata"]["uid"]: r for r in final}
+            # A submitted run the API server no longer lists is judged with no status: stuck,
+            # and its items lost unless the ledger has them.
+            views = [RunView(name, uid, config.items, (found.get(uid) or {}).get("status") or {})
+                     for name, uid in self.uids.items()]
             return Result(
                 config=config, out=self.out, namespace=cluster.namespace,
                 happened=self.executor.happened,
@@ -137,13 +142,16 @@ class _Soak:
                               if (v.status.get("phase") or "Pending") not in TERMINAL],
             )
         finally:
-            if self.executor is not None:
-                self.executor.abort()
-            restarted = cluster.heal()
-            if restarted:
-                self.say(f"Restarted what the soak left down: {', '.join(restarted)}")
-            supervisor.stop()
-            cluster.remove()
+            try:
+                if self.executor is not None:
+                    self.executor.abort()
+                restarted = cluster.heal()
+                if restarted:
+                    self.say(f"Restarted what the soak left down: {', '.join(restarted)}")
+            finally:  # the operator never outlives the soak, even if a part did not heal
+                if supervisor is not None:
+                    supervisor.stop()
+                cluster.remove()
 
     def _submit(self, supervisor: OperatorSupervisor) -> None:
         """The Workflow, its pool ready, then the runs all at once and the plan's clock."""
@@ -155,7 +163,7 @@ class _Soak:
         self.submitted = time.monotonic()
         for i in range(config.runs):
             made = cluster.create(names.RUN_PLURAL, _run(f"soak-r{i}", config.items))
-            self.uids.add(made["metadata"]["uid"])
+            self.uids[made["metadata"]["name"]] = made["metadata"]["uid"]
         self.say(f"Submitted {config.runs} runs x {config.items} items; faults: {config.plan}")
         targets: dict[str, Target] = {
             "operator": Operator(supervisor),
