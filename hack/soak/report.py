@@ -67,10 +67,13 @@ def render(result: Result) -> str:
         f"{verdict.redelivered} ran an attempt already run)",
         f"  not succeeded   {verdict.not_succeeded}   (terminal runs that failed: the tasks "
         "never fail)",
-        f"  total time      {result.seconds:.1f} s from submitting to the verdict"
-        + (f"; runs busy {busy:.1f} s" if busy else ""),
-        f"  throughput      {result.tasks / busy:.0f} tasks/s over the runs' busy time"
-        if busy else "  throughput      - (not every run finished)",
+        f"  total time      {result.seconds:.1f} s from submitting to the verdict; every "
+        f"run terminal at {_at(result.all_terminal)} s"
+        + (f"; busy {busy:.1f} s by the runs' status (from the start that was persisted)"
+           if busy else ""),
+        f"  throughput      {result.tasks / result.all_terminal:.0f} tasks/s from submitting to "
+        "the last run's end" + (f", {result.tasks / busy:.0f} over the busy time" if busy else "")
+        if result.all_terminal else "  throughput      - (not every run finished)",
         f"  output          {result.out} (operator logs, ledger)",
         "",
         "PASS: nothing lost, stuck or applied twice" if verdict.ok else

@@ -76,6 +76,8 @@ class Result:
     so a queue that stays full means the operator stopped consuming."""
     first_status: dict[str, float] = field(default_factory=dict)
     """Run name -> seconds after submission when the soak first saw it started in status."""
+    all_terminal: float | None = None
+    """Seconds after submission when the soak first saw every run terminal."""
     stuck_detail: list[str] = field(default_factory=list)
 
     @property
@@ -104,6 +106,7 @@ class _Soak:
         self.submitted = 0.0
         self.uids: dict[str, str] = {}  # name -> uid of every run submitted
         self.first_status: dict[str, float] = {}
+        self.all_terminal: float | None = None  # seconds after submission, as the soak saw
         """Run name -> seconds after submission when its status first showed it started:
         until then a crashed operator dispatches all of it again."""
 
@@ -137,7 +140,7 @@ class _Soak:
                 healed_at=self.executor.healed_at(), operator_exits=list(supervisor.exits),
                 container_restarts=cluster.container_restarts(),
                 queues=cluster.queue_depths(), events_drained=drained,
-                first_status=dict(self.first_status),
+                first_status=dict(self.first_status), all_terminal=self.all_terminal,
                 stuck_detail=[_stuck(v) for v in views
                               if (v.status.get("phase") or "Pending") not in TERMINAL],
             )
@@ -207,6 +210,8 @@ class _Soak:
                 (r.get("status") or {}).get("phase") in TERMINAL for r in last)
             healed = self.executor.healed_at()
             elapsed = time.monotonic() - self.submitted
+            if terminal and self.all_terminal is None:
+                self.all_terminal = elapsed
             if healed is not None and (terminal or elapsed > healed + config.stuck_bound):
                 break
             if time.monotonic() >= next_progress:
