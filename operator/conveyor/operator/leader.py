@@ -49,9 +49,11 @@ class LeaderElector:
     _releasing: bool = field(default=False, init=False)
 
     def acquire(self, poll: float = 1.0) -> None:
-        """Block until this process holds the Lease."""
+        """Block until this process holds the Lease. An API server that does not answer
+        (down, restarting, its etcd away) is waited out like a Lease another replica holds:
+        raising would exit the process, and a pod's CrashLoopBackOff outlasts the outage."""
         announced = False
-        while not self._try():
+        while not self._try_answered():
             if not announced:
                 log.info("Waiting for the leader lease lease=%s/%s identity=%s",
                          self.namespace, self.name, self.identity)
@@ -86,6 +88,16 @@ class LeaderElector:
         now = _now_text()
         return {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.duration),
                 "acquireTime": acquired or now, "renewTime": now}
+
+    def _try_answered(self) -> bool:
+        try:
+            return self._try()
+        except KubeError as error:
+            if not error.retryable:
+                raise  # RBAC or a bad namespace: no amount of waiting helps
+            log.warning("Leader lease not reachable; retrying lease=%s/%s error=%s",
+                        self.namespace, self.name, error)
+            return False
 
     def _try(self) -> bool:
         lease = self.kube.get_lease(self.namespace, self.name)
