@@ -6,6 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 TESTBED := PYTHONPATH=hack $(PY) -m testbed
 PYTEST_ARGS ?=
+SOAK_ARGS ?=
 
 .PHONY: help
 help: ## List every target with what it does
@@ -84,6 +85,7 @@ lint: venv ## Check style, types and layers: ruff, mypy --strict, import-linter
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/mypy
 	MYPYPATH=hack $(VENV)/bin/mypy --strict -p testbed
+	MYPYPATH=hack:operator $(VENV)/bin/mypy --strict -p soak
 	$(VENV)/bin/lint-imports
 
 .PHONY: check
@@ -93,6 +95,10 @@ check: lint test-unit ## Lint, types, layer contracts and the unit tests: what C
 bench: testbed-up ## Run the benchmarks in bench/ (engine, messaging, operator, installs) and print their tables
 	@eval "$$($(TESTBED) env)"; export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHONPATH=hack; \
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) "$$b" || exit 1; done
+
+.PHONY: soak
+soak: testbed-up ## Fault soak: 5 runs x 10,000 items while parts are SIGKILLed; fails on lost/stuck/double-applied (SOAK_ARGS="--runs 3 --items 2000 --faults ...")
+	@PYTHONPATH=hack $(PY) -m soak $(SOAK_ARGS)
 
 .PHONY: demo
 demo: testbed-up ## The main job: bring everything up and run the example workflow end to end

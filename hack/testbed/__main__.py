@@ -1,4 +1,5 @@
-"""`python -m testbed up|down|env|status` (with PYTHONPATH=hack): the test bed's front door."""
+"""`python -m testbed up|down|env|status|kill|restart` (with PYTHONPATH=hack): the test bed's
+front door."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import controlplane, procs, rabbitmq
+from . import controlplane, parts, procs, rabbitmq
 from .layout import NODE_NAME, REPO, Paths, Ports, paths, ports
 from .rest import Rest
 
@@ -127,6 +128,12 @@ def main() -> None:
     sub.add_parser("env", help="print export lines for KUBECONFIG, CONVEYOR_AMQP_URL, "
                                "CONVEYOR_AMQPS_URL and CONVEYOR_AMQP_CA_FILE")
     sub.add_parser("status", help="show which parts run")
+    k = sub.add_parser("kill", help="SIGKILL one part (for fault tests): "
+                                    f"{', '.join(parts.DAEMONS)} or pod/NAMESPACE/NAME")
+    k.add_argument("part")
+    r = sub.add_parser("restart", help="start a killed part again on its data and wait until "
+                                       f"it serves: {', '.join(parts.DAEMONS)}")
+    r.add_argument("part", choices=parts.DAEMONS)
     args = parser.parse_args()
     if args.command == "up":
         up()
@@ -134,6 +141,13 @@ def main() -> None:
         down(args.purge)
     elif args.command == "env":
         env()
+    elif args.command == "kill":
+        killed = parts.kill(paths(), args.part)
+        print(f"Killed {args.part} pids={killed or 'none: it was not running'}",
+              file=sys.stderr)
+    elif args.command == "restart":
+        pid = parts.restart(paths(), ports(), args.part)
+        print(f"Restarted {args.part} pid={pid}", file=sys.stderr)
     else:
         sys.exit(status())
 

@@ -5,9 +5,11 @@ to it: resolves each container's env (literals, Secrets, ConfigMaps, the downwar
 kubeconfig carrying a token of the pod's ServiceAccount (TokenRequest, bound to the pod, so RBAC
 applies to what the pod does), mounts its Secret and ConfigMap volumes (volumes.py: a mount
 namespace per container), runs `command` + `args` with the test bed's PATH, restarts per
-`restartPolicy`, reports phase, readiness, exit codes and restarts in the pod status, keeps each
-container's output in `<state>/pods/<namespace>/<pod>/<container>.log`, and on deletion sends
-SIGTERM, then SIGKILL after the grace period, then removes the pod.
+`restartPolicy` (a container killed by a signal counts as failed, so `Always` and `OnFailure`
+bring it back after a back-off), reports phase, readiness, exit codes and restarts in the pod
+status, keeps each container's output in `<state>/pods/<namespace>/<pod>/<container>.log` and its
+pid in `<container>.pid`, and on deletion sends SIGTERM, then SIGKILL after the grace period,
+then removes the pod.
 
 What it does not do: pull images (a container without `command` waits with reason NoCommand),
 isolate processes (pods share the host's network; each gets its own loopback podIP, so
@@ -253,6 +255,8 @@ class PodRunner(threading.Thread):
             c.next_start = time.monotonic() + c.backoff
             c.backoff = min(c.backoff * 2, BACKOFF_MAX)
             return
+        # Where `python -m testbed kill pod/NS/NAME` finds the process without the API server.
+        (self.dir / f"{c.name}.pid").write_text(f"{c.proc.pid}\n")
         c.waiting = None
         c.started_at = now()
         c.started_mono = time.monotonic()

@@ -25,10 +25,11 @@ def running_pid(pids: Path, name: str) -> int | None:
         pid = int(_pidfile(pids, name).read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    return pid if alive(pid) else None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not: it is dead, only not reaped yet)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
@@ -76,20 +77,36 @@ def stop(pids: Path, name: str, grace: float = 10.0) -> None:
 def terminate(pids: Sequence[int], grace: float) -> None:
     """SIGTERM each process group, then SIGKILL what is left after `grace` seconds."""
     for pid in pids:
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)
     for pid in pids:
-        if _alive(pid):
-            _signal_group(pid, signal.SIGKILL)
+        if alive(pid):
+            signal_group(pid, signal.SIGKILL)
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group `pgid` (a daemon and the helpers it
+    forked: RabbitMQ's shell script, beam, erl_child_setup)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
 
 
 def marked_processes(state: Path, also: str | None = None) -> list[int]:
@@ -106,7 +123,7 @@ def marked_processes(state: Path, also: str | None = None) -> list[int]:
         except OSError:
             continue
         framed = b"\0" + environ + b"\0"
-        if needle in framed and extra in framed and _alive(int(entry.name)):
+        if needle in framed and extra in framed and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 

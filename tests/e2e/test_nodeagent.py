@@ -18,7 +18,7 @@ from kubernetes import client
 
 from support.kube import container_state, local_testbed_only, pod_manifest, python_container
 from support.waiting import eventually
-from testbed import procs
+from testbed import parts, procs
 from testbed.layout import paths
 
 pytestmark = [pytest.mark.e2e, local_testbed_only]
@@ -239,3 +239,32 @@ def test_a_restarted_agent_stops_what_a_killed_one_left_and_runs_the_pod_again(
     assert Path(f"/proc/{pids[1]}").exists()
     eventually(lambda: _pod(core, namespace, "survivor").status.phase == "Running", 30,
                what="the pod to be Running")
+
+
+def test_a_container_killed_with_sigkill_is_restarted_under_restart_policy_always(
+    api_client, namespace, tmp_path: Path
+):
+    """What the soak's worker fault relies on: `testbed kill pod/NS/NAME` finds the process
+    by the agent's pid file, and the agent restarts it as a kubelet would."""
+    core = client.CoreV1Api(api_client)
+    out = tmp_path / "pids"
+    script = ("import os, signal; open(os.environ['OUT'], 'a').write(f'{os.getpid()}\\n'); "
+              "signal.pause()")
+    core.create_namespaced_pod(namespace, pod_manifest(
+        "sturdy", [python_container("main", script, env=[{"name": "OUT", "value": str(out)}])]))
+    first = int(eventually(lambda: out.exists() and out.read_text().split()[0], 60,
+                           what="the first process"))
+
+    killed = parts.kill(paths(), f"pod/{namespace}/sturdy")
+    assert killed == [first]
+    second = eventually(lambda: len(out.read_text().split()) == 2 and out.read_text().split()[1],
+                        30, what="the container to be started again")
+    assert Path(f"/proc/{second}").exists()
+
+    def restarted():  # type: ignore[no-untyped-def]
+        state = container_state(_pod(core, namespace, "sturdy"))
+        return state if state and state.restart_count == 1 and state.state.running else None
+
+    state = eventually(restarted, 30, what="restartCount 1 and Running")
+    assert state.last_state.terminated.exit_code == 137  # 128 + SIGKILL, as a kubelet says
+    assert parts.pod_pids(paths(), f"{namespace}/sturdy") == [int(second)]

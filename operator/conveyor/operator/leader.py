@@ -47,11 +47,14 @@ class LeaderElector:
     on_lost: Callable[[], None] = field(default=lambda: os._exit(70))
     _observed: tuple[str, float] | None = field(default=None, init=False)
     _releasing: bool = field(default=False, init=False)
+    _last_renewed: float = field(default=0.0, init=False)
 
     def acquire(self, poll: float = 1.0) -> None:
-        """Block until this process holds the Lease."""
+        """Block until this process holds the Lease. An API server that does not answer
+        (down, restarting, its etcd away) is waited out like a Lease another replica holds:
+        raising would exit the process, and a pod's CrashLoopBackOff outlasts the outage."""
         announced = False
-        while not self._try():
+        while not self._try_answered():
             if not announced:
                 log.info("Waiting for the leader lease lease=%s/%s identity=%s",
                          self.namespace, self.name, self.identity)
@@ -62,9 +65,26 @@ class LeaderElector:
 
     def keep(self) -> threading.Thread:
         """Renew the Lease in the background; call `on_lost` when it cannot."""
+        self._last_renewed = time.monotonic()
         thread = threading.Thread(target=self._renew_loop, name="leader-lease", daemon=True)
         thread.start()
+        threading.Thread(target=self._watchdog, name="leader-lease-watchdog",
+                         daemon=True).start()
         return thread
+
+    def _watchdog(self) -> None:
+        """Call `on_lost` once the Lease has gone unrenewed too long, whatever the renewal is
+        doing: a call to an API server that took the connection and does not answer (one
+        starting up, or without its etcd) blocks with no timeout, and a standby takes over
+        `duration` after the last renewal whether or not this process noticed."""
+        budget = self.duration - self.renew_every
+        while not self._releasing:
+            late = time.monotonic() - self._last_renewed
+            if late > budget:
+                log.error("Leader lease not renewed for %.0fs; exiting", late)
+                self.on_lost()
+                return
+            time.sleep(min(1.0, budget - late + 0.05))
 
     def release(self) -> None:
         """Give the Lease up on a clean shutdown, so a standby takes over at once instead
@@ -86,6 +106,16 @@ class LeaderElector:
         now = _now_text()
         return {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.duration),
                 "acquireTime": acquired or now, "renewTime": now}
+
+    def _try_answered(self) -> bool:
+        try:
+            return self._try()
+        except KubeError as error:
+            if not error.retryable:
+                raise  # RBAC or a bad namespace: no amount of waiting helps
+            log.warning("Leader lease not reachable; retrying lease=%s/%s error=%s",
+                        self.namespace, self.name, error)
+            return False
 
     def _try(self) -> bool:
         lease = self.kube.get_lease(self.namespace, self.name)
@@ -118,7 +148,6 @@ class LeaderElector:
         return True
 
     def _renew_loop(self) -> None:
-        last_renewed = time.monotonic()
         while True:
             time.sleep(self.renew_every)
             try:
@@ -134,13 +163,8 @@ class LeaderElector:
                 self.kube.replace_lease(self.namespace, self.name,
                                         lease["metadata"]["resourceVersion"],
                                         self._spec(spec.get("acquireTime")))
-                last_renewed = time.monotonic()
+                self._last_renewed = time.monotonic()
             except KubeError as error:
+                # The watchdog gives up before another replica may take over: it waits
+                # `duration` from the last change it saw, no earlier than our last renewal.
                 log.warning("Leader lease renewal failed error=%s", error)
-                # Give up before another replica may take over: it waits `duration` from
-                # the last change it saw, which is no earlier than our last renewal.
-                if time.monotonic() - last_renewed > self.duration - self.renew_every:
-                    log.error("Leader lease not renewed for %.0fs; exiting",
-                              time.monotonic() - last_renewed)
-                    self.on_lost()
-                    return

@@ -137,7 +137,7 @@ class RunManager:
             self.expiry.schedule(ref, status.get("finishedAt"))
             return
         run = ActiveRun(ref, dict(spec.get("inputs") or {}), meta.get("creationTimestamp", ""),
-                        dict(spec.get("reuse") or {}))
+                        dict(spec.get("reuse") or {}), dict(status))
         self.runs[uid] = run
         self._spawn(self._activate(run, status, bool(spec.get("cancel"))))
 
@@ -165,6 +165,16 @@ class RunManager:
     async def _activate(self, run: ActiveRun, status: dict[str, Any], cancel: bool) -> None:
         """Give the run its engine state: rebuilt from its status, or new on the Workflow's
         current generation; a run that cannot start yet says what it waits for."""
+        if run.activating or run.state is not None:
+            return  # one activation at a time: a second would give the run a second state
+        run.activating = True
+        try:
+            await self._activate_once(run, status, cancel)
+        finally:
+            run.activating = False
+
+    async def _activate_once(self, run: ActiveRun, status: dict[str, Any],
+                             cancel: bool) -> None:
         ref = run.ref
         generation = status.get("workflowGeneration")
         try:
@@ -221,9 +231,11 @@ class RunManager:
         """A Workflow appeared or changed: runs waiting for it try again."""
         self.expiry.workflow_seen(namespace, name)
         for run in list(self.runs.values()):
-            if run.state is None and run.ref.namespace == namespace and \
-                    run.ref.workflow == name:
-                self._spawn(self._activate(run, {}, False))
+            if run.state is None and not run.activating and run.ref.namespace == namespace \
+                    and run.ref.workflow == name:
+                # From the status it was seen with: a run that has started is rebuilt on its
+                # own generation, never started again on the current one.
+                self._spawn(self._activate(run, run.seen_status, False))
 
     def _start(self, run: ActiveRun) -> None:
         self.actor.apply(run, engine.Start())

@@ -43,13 +43,18 @@ class ActiveRun:
     """One run the operator drives: its engine state (None while it cannot start yet) and
     what stands between that state and the API server (dirty, pending acks and sends)."""
 
-    __slots__ = ("acks", "admitted", "cancel_sent", "created", "dirty", "flush_at", "flushing",
-                 "inputs", "last_write", "ref", "reuse", "sends", "state", "timer", "waiting",
-                 "written_tasks")
+    __slots__ = ("acks", "activating", "admitted", "cancel_sent", "created", "dirty",
+                 "flush_at", "flushing", "inputs", "last_write", "ref", "reuse", "seen_status",
+                 "sends", "state", "timer", "waiting", "written_tasks")
 
     def __init__(self, ref: RunRef, inputs: dict[str, Any], created: str,
-                 reuse: dict[str, Any] | None = None) -> None:
+                 reuse: dict[str, Any] | None = None,
+                 seen_status: dict[str, Any] | None = None) -> None:
         self.ref = ref
+        # The status the run was first seen with: what every activation rebuilds it from,
+        # whichever path starts it (its first sight, a retry, its Workflow appearing).
+        self.seen_status = seen_status or {}
+        self.activating = False  # an activation is under way: no second one meanwhile
         self.inputs = inputs
         self.reuse = reuse or {}  # spec.reuse: outputs of an earlier run's succeeded tasks
         self.created = created

@@ -1,0 +1,69 @@
+"""A run being rebuilt from its status when its Workflow arrives (found with `make soak`:
+after an operator restart kopf may deliver the Workflow, and the reconcile mark it ready,
+while a rebuild still waits for the API server to return the generation's snapshot).
+
+The rebuild must win: the run keeps its progress and the generation it started with, and
+nothing it had done is dispatched again. Expected to fail (strictly) while the proposed fix
+(commit "Proposed fix (found with make soak): a run being rebuilt...", which gives ActiveRun
+its `seen_status`) is not in; with the fix in, it must pass. Once the fix has landed on main,
+the condition goes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conveyor.operator.runs.records import ActiveRun
+from unit.fakes import Bed, drive, run_body, turns, workflow_spec
+from unit.test_operator_delivery import TWO_STEPS, phase, started
+
+EDITED = workflow_spec({"name": "a"}, {"name": "c", "dependsOn": ["a"]})
+FIXED = "seen_status" in ActiveRun.__slots__  # the proposed fix is in
+
+
+@pytest.mark.xfail(not FIXED, strict=True, reason="a rebuild racing the Workflow's arrival "
+                   "restarts the run from scratch (see the module docstring)")
+@pytest.mark.parametrize(("spec", "generation"), [(TWO_STEPS, 1), (EDITED, 2)],
+                         ids=["same-generation", "workflow-edited-meanwhile"])
+def test_a_workflow_arriving_during_a_rebuild_does_not_restart_the_run(
+    spec: dict[str, Any], generation: int
+) -> None:
+    saved: dict[str, Any] = {}
+
+    async def before_restart() -> None:
+        bed = Bed()
+        bed.add_workflow(TWO_STEPS, generation=1)
+        bed.start()
+        bed.add_run("r1")
+        await started(bed)
+        bed.send("uid-r1/a/1", outputs={"x": 1})
+        await bed.until(lambda: phase(bed.status("r1"), "b") == "Queued", what="b queued")
+        await bed.settle()
+        saved["status"] = bed.status("r1")
+        saved["config_maps"] = dict(bed.kube.config_maps)  # generation 1's snapshot
+
+    async def after_restart() -> None:
+        bed = Bed()
+        bed.kube.config_maps.update(saved["config_maps"])
+        bed.kube.block("get_config_map_data")  # the API server slow to answer the rebuild
+        bed.start([run_body("r1", status=saved["status"])])
+        await bed.until(lambda: bed.kube.waiting["get_config_map_data"] == 1,
+                        what="the rebuild reading the snapshot")
+        bed.add_workflow(spec, generation=generation)  # kopf delivers it, the pools are ready
+        await turns(50)
+        bed.kube.unblock("get_config_map_data")
+        await bed.until(lambda: bed.run("uid-r1") is not None
+                        and bed.run("uid-r1").state is not None, what="the run rebuilt")
+        await bed.settle()
+        assert bed.link.task_ids() == [], "a, done before the restart, dispatched again"
+        for status in bed.written("r1"):
+            assert status["workflowGeneration"] == 1, "the run changed generation"
+            assert phase(status, "a") == "Succeeded", "the run's progress was discarded"
+        bed.send("uid-r1/b/1", outputs={"y": 2})
+        await bed.until(lambda: (bed.status("r1") or {}).get("phase") == "Succeeded",
+                        what="the run to finish on generation 1")
+
+    drive(before_restart)
+    drive(after_restart)
