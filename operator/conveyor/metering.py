@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MAX_COST = 5_000_000
@@ -242,22 +242,31 @@ class LimitExceeded(Exception):  # noqa: N818 - raised through the CEL library, 
         self.reason = reason
 
 
-@dataclass
 class Meter:
     """What one rendering has spent so far; shared by every expression of the rendering."""
 
-    cost: int = 0
-    bytes: int = 0
-    exceeded: str | None = None
-    started: float = field(default_factory=time.thread_time)
-    _steps: dict[int, int] = field(default_factory=dict)
-    _ticks: int = 0
+    __slots__ = ("_steps", "_ticks", "bytes", "cost", "exceeded", "started")
+
+    def __init__(self) -> None:
+        self.cost = 0
+        self.bytes = 0
+        self.exceeded: str | None = None
+        # The thread's CPU clock at the first comprehension step (a syscall: not read for
+        # expressions without steps, whose cost the byte limits already bound).
+        self.started: float | None = None
+        self._steps: dict[int, int] = {}
+        self._ticks = 0
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.thread_time()
 
     def callbacks(self, metered: Metered) -> dict[str, Callable[..., bool]]:
         """The functions the rewritten source calls, bound to this meter and that source."""
         inner = metered.inner
 
         def tick(site: int) -> bool:
+            self.start()
             for nested in inner[site]:  # a new step here starts nested comprehensions afresh
                 self._steps.pop(nested, None)
             done = self._steps.get(site, 0)
@@ -281,7 +290,7 @@ class Meter:
         raise LimitExceeded(self.exceeded)
 
     def check_cpu(self) -> None:
-        if time.thread_time() - self.started > MAX_CPU_SECONDS:
+        if self.started is not None and time.thread_time() - self.started > MAX_CPU_SECONDS:
             self.fail(f"ran longer than {MAX_CPU_SECONDS:g} s of CPU")
 
     def charge(self, value: Any, counted: int = 0) -> None:
