@@ -30,15 +30,17 @@ Path_ = tuple[Segment, ...]
 SCHEMA_TYPES = {"int": "integer", "string": "string", "bool": "boolean", "float": "number",
                 "list": "array", "dict": "object", "model": "object", "model_attributes":
                 "object"}
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_SEGMENT = re.compile(r'([^.\[\]]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
 
 
 # --- places ------------------------------------------------------------------------------
 
 
 def parse_path(text: str) -> Path_:
-    """`spec.tasks[2].dependsOn` -> ("spec", "tasks", 2, "dependsOn")."""
-    return tuple(int(m[2]) if m[2] else m[1] for m in _SEGMENT.finditer(text))
+    """`spec.tasks[2].dependsOn` -> ("spec", "tasks", 2, "dependsOn"); a key quoted as JSON
+    (`inputs["a.b"]`, see `expr.key_path`) is one segment."""
+    return tuple(int(m[2]) if m[2] else json.loads(m[3]) if m[3] else m[1]
+                 for m in _SEGMENT.finditer(text))
 
 
 def format_path(path: Sequence[Segment]) -> str:
@@ -87,7 +89,7 @@ def _resolve(data: Any, loc: Sequence[Segment], keep_last: bool) -> tuple[Path_,
 
 def schema_message(kind: str, field: str, value: Any, ctx: dict[str, Any], fallback: str) -> str:
     """A pydantic error in the words of the API server's schema validation."""
-    shown = json.dumps(value)
+    shown = json.dumps(value, default=str)
     if kind == "missing":
         return f"{field}: Required value"
     if kind == "extra_forbidden":
@@ -202,6 +204,9 @@ def object_problems(obj: dict[str, Any]) -> list[tuple[Path_, str, str]]:
                  "admission")]
     found: list[tuple[Path_, str, str]] = []
     metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        return [(("metadata",), f'metadata: Invalid value: "{_json_type(metadata)}": '
+                 'metadata in body must be of type object', "admission")]
     if not metadata.get("name") and not metadata.get("generateName"):
         found.append((("metadata", "name"), "metadata.name: Required value: name or "
                       "generateName is required", "admission"))
