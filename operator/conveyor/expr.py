@@ -34,6 +34,7 @@ MAX_SOURCE = 4096  # characters of one expression (as spec.tasks[].when allows)
 # costs a compile, so a string of many `}}` must not cost one compile per `}}`.
 MAX_CLOSE_TRIES = 8
 SHOWN = 200  # characters of an expression quoted in a message
+MAX_EXPRESSIONS = 5000  # in one Workflow (workflow.py passes what is left): ~0.3 s of compiling
 _PLAIN_KEY = re.compile(r"[^.\[\]\"\s]{1,64}")
 
 # `tasks.name` or `tasks["name"]` / `tasks['name']`; any other use of `tasks` needs all of it.
@@ -167,7 +168,8 @@ def compile_expression(source: str, path: str, offset: int = 0) -> Expression:
         reason = _syntax_reason(error, source, offset)
         raise ExpressionError(path, _shown(source.strip()), reason) from error
     variables = frozenset(program.variables())
-    reserved = sorted(v for v in variables if v.startswith(metering.RESERVED))
+    reserved = sorted(v for v in (*variables, *program.functions())
+                      if v.startswith(metering.RESERVED))
     if reserved:
         raise ExpressionError(path, _shown(source.strip()),
                               f"{reserved[0]!r}: names starting with {metering.RESERVED!r} "
@@ -251,15 +253,28 @@ class Template:
         return frozenset(names)
 
 
-def compile_template(value: Any, path: str) -> Template:
+def compile_template(value: Any, path: str, most: int = MAX_EXPRESSIONS) -> Template:
     """Compile every `${{ }}` in a JSON value; raise ExpressionError for the first bad one.
 
-    A value nested deeper than `metering.MAX_DEPTH` is refused (its expression is then ""):
-    rendering and the encoders after it recurse.
+    A value nested deeper than `metering.MAX_DEPTH`, or holding more than `most`
+    expressions (each costs a compile), is refused; the error's expression is then "".
     """
-    found: list[Expression] = []
+    found = _Found(most)
     render = _compile(value, path, found, 0)
     return Template(render, tuple(found))
+
+
+class _Found(list[Expression]):
+    """The expressions compiled so far, refusing more than `most`."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+
+    def make_room(self, path: str) -> None:
+        """Refuse the next expression before compiling it, if it would be one too many."""
+        if len(self) >= self.most:
+            raise ExpressionError(path, "", f"more than {self.most} expressions")
 
 
 def key_path(path: str, key: object) -> str:
@@ -275,7 +290,7 @@ def _constant(value: Any) -> Render:
     return lambda _variables, _meter: value
 
 
-def _compile(value: Any, path: str, found: list[Expression], depth: int) -> Render:
+def _compile(value: Any, path: str, found: _Found, depth: int) -> Render:
     if depth > metering.MAX_DEPTH:
         raise ExpressionError(path, "", f"nested deeper than {metering.MAX_DEPTH} levels")
     if isinstance(value, str):
@@ -298,12 +313,13 @@ def _mark_static(render: Render) -> Render:
     return render
 
 
-def _compile_string(text: str, path: str, found: list[Expression]) -> Render:
+def _compile_string(text: str, path: str, found: _Found) -> Render:
     pieces: list[str | Expression] = []
     position = 0
     while (start := text.find(OPEN, position)) >= 0:
         if start > position:
             pieces.append(text[position:start])
+        found.make_room(path)
         expression, position = _compile_one(text, start, path)
         pieces.append(expression)
         found.append(expression)

@@ -21,7 +21,9 @@ To count steps the expression is compiled a second time, rewritten: each macro b
 `(__cv_tick(site) ? (body) : null)` and each `map` item `[item].map(__cv_v, __cv_item(__cv_v) ?
 __cv_v : null)[0]` (a one-item map binds the item without evaluating it twice), where
 `__cv_tick` and `__cv_item` are this module's callbacks. Going over a limit raises inside the
-callback, which stops the evaluation.
+callback, which stops the evaluation. The rewriting also fixes an order the library leaves to
+chance: a comprehension over a map iterates the map's keys sorted (`__cv_keys`), where the
+library's order changes from one evaluation to the next.
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_COST = 5_000_000
-STEP_COST = 16  # a step of the library's interpreter takes about as long as copying 16 items
+STEP_COST = 32  # a step (a Python callback and the library's own work) costs about 32 item copies
 MAX_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 100
 MAX_CPU_SECONDS = 1.0
 
-TICK, ITEM, BOUND = "__cv_tick", "__cv_item", "__cv_v"
+TICK, ITEM, KEYS, BOUND = "__cv_tick", "__cv_item", "__cv_keys", "__cv_v"
 RESERVED = "__cv_"
 _ITERATING = frozenset(("all", "exists", "exists_one", "existsOne", "map", "filter"))
 _COPYING = frozenset(("map", "filter"))  # the library copies the list built at every step
@@ -138,8 +140,36 @@ class _Rewriter:
     def __init__(self, found: list[Token], closing: dict[int, int]) -> None:
         self.found = found
         self.closing = closing
+        self.opening = {close: open_ for open_, close in closing.items()}
         self.parents: list[int] = []
         self.copying: list[bool] = []
+
+    def _previous_code(self, i: int) -> int:
+        while i >= 0 and self.found[i].kind == "space":
+            i -= 1
+        return i
+
+    def _receiver_start(self, dot: int, lo: int) -> int:
+        """First token of what `.macro(` is called on: a primary and its member, index and
+        call suffixes (`inputs.items`, `xs.map(q, q)`, `[1, 2]`, `m['k']`, `(a + b)`)."""
+        j = self._previous_code(dot - 1)
+        while j >= lo:
+            if j in self.opening:  # a bracketed unit: a call, an index, a literal, a group
+                j = self.opening[j]
+            start = j
+            before = self._previous_code(j - 1)
+            if before < lo:
+                return start
+            if self.found[before].text == ".":
+                j = self._previous_code(before - 1)
+            elif self.found[j].text in "([" and (
+                    self.found[before].kind == "ident" or before in self.opening):
+                j = before  # `f(...)`, `a[...]`, `x[..][..]`
+            elif self.found[j].text == "{" and self.found[before].kind == "ident":
+                j = before  # `Message{...}`
+            else:
+                return start
+        return lo
 
     def _next_code(self, i: int) -> int:
         while i < len(self.found) and self.found[i].kind == "space":
@@ -147,22 +177,33 @@ class _Rewriter:
         return i
 
     def emit(self, lo: int, hi: int, parent: int) -> str:
-        out: list[str] = []
+        out: list[tuple[int, str]] = []  # (first token, text) of each piece emitted
         i = lo
         while i < hi:
             token = self.found[i]
             call = self._macro_call(i, hi)
             if call is None:
-                out.append(token.text)
+                out.append((i, token.text))
                 i += 1
                 continue
             name_at, open_at, close_at, commas = call
-            out.append("".join(t.text for t in self.found[i:open_at + 1]))
-            out.append(self._arguments(self.found[name_at].text, open_at, close_at, commas,
-                                       parent))
-            out.append(")")
+            start = self._receiver_start(i, lo)
+            cut = next((k for k, (first, _) in enumerate(out) if first >= start), len(out))
+            receiver = "".join(text for _, text in out[cut:])
+            del out[cut:]
+            arguments = self._arguments(self.found[name_at].text, open_at, close_at, commas,
+                                        parent)
+            if arguments is None:
+                text = receiver + "".join(t.text for t in self.found[i:close_at + 1])
+            else:
+                # The library iterates a map in a random order: iterate its sorted keys, so
+                # a forEach over a map is the same list every time it is evaluated.
+                text = (f"[{receiver}].map({BOUND}, type({BOUND}) == map ? {KEYS}({BOUND}) "
+                        f": {BOUND})[0]" + "".join(t.text for t in self.found[i:open_at + 1])
+                        + arguments + ")")
+            out.append((start, text))
             i = close_at + 1
-        return "".join(out)
+        return "".join(text for _, text in out)
 
     def _macro_call(self, i: int, hi: int) -> tuple[int, int, int, list[int]] | None:
         """(name, `(`, `)`, top-level commas) if a `.macro(` call starts at token i."""
@@ -187,15 +228,16 @@ class _Rewriter:
         return name_at, open_at, close_at, commas
 
     def _arguments(self, name: str, open_at: int, close_at: int, commas: list[int],
-                   parent: int) -> str:
+                   parent: int) -> str | None:
+        """The rewritten arguments of a macro; None for a call the library would not expand
+        (its arguments are then left as they are: nothing in them iterates)."""
         bounds = [open_at, *commas, close_at]
         spans = [(bounds[k] + 1, bounds[k + 1]) for k in range(len(bounds) - 1)]
         variable = [t for t in self.found[spans[0][0]:spans[0][1]] if t.kind != "space"]
         shapes = {2: ("tick",), 3: ("tick", "item")} if name == "map" else {2: ("tick",)}
         shape = shapes.get(len(spans))
         if shape is None or len(variable) != 1 or variable[0].kind != "ident":
-            # Not a macro the library would expand: its arguments may still hold some.
-            return ",".join(self.emit(lo, hi, parent) for lo, hi in spans)
+            return None
         site = len(self.parents)
         self.parents.append(parent)
         self.copying.append(name in _COPYING)
@@ -261,7 +303,7 @@ class Meter:
         if self.started is None:
             self.started = time.thread_time()
 
-    def callbacks(self, metered: Metered) -> dict[str, Callable[..., bool]]:
+    def callbacks(self, metered: Metered) -> dict[str, Callable[..., Any]]:
         """The functions the rewritten source calls, bound to this meter and that source."""
         inner = metered.inner
 
@@ -283,7 +325,7 @@ class Meter:
             self.charge(value)
             return True
 
-        return {TICK: tick, ITEM: item}
+        return {TICK: tick, ITEM: item, KEYS: sorted_keys}
 
     def fail(self, reason: str) -> None:
         self.exceeded = self.exceeded or reason
@@ -318,6 +360,11 @@ class Meter:
         if bound > MAX_BYTES:
             self.fail(f"could build {bound} bytes ({metered.additions} `+` over {read} bytes "
                       f"of referenced values), more than {MAX_BYTES}")
+
+
+def sorted_keys(value: Mapping[Any, Any]) -> list[Any]:
+    """A map's keys in one order, whatever their types (CEL keys: string, int, uint, bool)."""
+    return sorted(value, key=lambda key: (type(key).__name__, key))
 
 
 def _descendants(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:

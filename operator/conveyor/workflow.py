@@ -5,8 +5,9 @@
 `Ready=False, reason=InvalidSpec`. A `WorkflowCache` keeps one compiled object per
 (uid, generation), since runs pin the generation they started with.
 
-Compiling stops after MAX_PROBLEMS problems: a hostile spec must not cost one compile per
-field, nor a message longer than a condition can hold. A `forEach` yields at most
+Compiling stops after MAX_PROBLEMS problems and refuses more than `expr.MAX_EXPRESSIONS`
+expressions: a hostile spec must not cost a compile per field without end, nor a message
+longer than a condition can hold. A `forEach` yields at most
 MAX_FOR_EACH_ITEMS items: beyond that its item outputs could never fit the task's outputs
 limit, and the run would only find out after dispatching them.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from conveyor import dag
 from conveyor.errors import ExpressionError, InvalidSpecError, Problem
-from conveyor.expr import OPEN, Template, compile_template
+from conveyor.expr import MAX_EXPRESSIONS, OPEN, Template, compile_template
 from conveyor.metering import Meter
 from conveyor.models import Retry, Task, WorkflowSpec
 
@@ -116,6 +117,7 @@ class _Compiler:
     def __init__(self, names: set[str]) -> None:
         self.names = names
         self.problems: list[Problem] = []
+        self.expressions = 0  # compiled so far, at most MAX_EXPRESSIONS in all
 
     def template(self, value: Any, path: str, expression_only: bool = False) -> Template:
         if len(self.problems) >= MAX_PROBLEMS:
@@ -123,7 +125,8 @@ class _Compiler:
         if expression_only and (not isinstance(value, str) or OPEN not in value):
             self.problems.append(Problem(path, f"must be a {OPEN} CEL }}}} expression"))
         try:
-            template = compile_template(value, path)
+            template = compile_template(value, path, MAX_EXPRESSIONS - self.expressions)
+            self.expressions += len(template.expressions)
         except ExpressionError as error:
             where = f"expression {error.expression!r}: " if error.expression else ""
             self.problems.append(Problem(error.path, where + error.reason))

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-MAX_VALUES = 1_000_000
+MAX_VALUES = 250_000
 
 
 class DocumentError(Exception):
