@@ -7,7 +7,8 @@ so a Workflow could stall the operator with one expression. A rendering (a task'
 
     MAX_COST         comprehension steps: every step of `all`, `exists`, `exists_one`, `map`
                      and `filter` costs STEP_COST, plus, for `map` and `filter`, the items
-                     built so far (what the library copies); exact and deterministic
+                     built so far (what the library copies), plus ITEM_COST for each `map`
+                     item measured; exact and deterministic
     MAX_BYTES        bytes of values built, counted as compact JSON: every expression's value,
                      every `map` item as it is made; and, before an expression that could
                      multiply what it reads (`+`, or more than one reference), the values it
@@ -35,7 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_COST = 5_000_000
-STEP_COST = 32  # a step (a Python callback and the library's own work) costs about 32 item copies
+# A step (a Python callback and the library's own work) costs about as long as copying 32
+# items; measuring a map item (converting it to Python) about 64 more.
+STEP_COST = 32
+ITEM_COST = 64
 MAX_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 100
 MAX_CPU_SECONDS = 1.0
@@ -322,6 +326,7 @@ class Meter:
             return True
 
         def item(value: Any) -> bool:
+            self.cost += ITEM_COST
             self.charge(value)
             return True
 

@@ -62,7 +62,7 @@ def models_agree(obj: dict[str, Any], accepted: bool) -> None:
             assert all(p.path.startswith("spec") for p in error.problems), error.problems
 
 
-@settings(max_examples=400)
+@settings(max_examples=300)
 @given(spec=fuzzing.valid_spec())
 def test_valid_workflows_are_accepted_by_every_stage(spec: dict[str, Any]) -> None:
     obj = fuzzing.workflow(spec)
@@ -70,7 +70,7 @@ def test_valid_workflows_are_accepted_by_every_stage(spec: dict[str, Any]) -> No
     models_agree(obj, accepted=True)
 
 
-@settings(max_examples=600)
+@settings(max_examples=500)
 @given(mistake=st.one_of(fuzzing.almost_valid_workflow(), fuzzing.almost_valid_run()))
 def test_one_field_wrong_is_rejected_by_the_right_stage_naming_that_field(
         mistake: Mistake) -> None:
