@@ -66,9 +66,11 @@ class TriggerRouter:
     """Consumes the install's trigger queue, binds the patterns Workflows use, makes runs."""
 
     def __init__(self, kube: KubeApi, workflows: Workflows, pools: PoolManager,
-                 link: BrokerLink, queue: str, *, metrics: Metrics) -> None:
+                 link: BrokerLink, queue: str, *, metrics: Metrics,
+                 retry_seconds: float = RETRY_SECONDS) -> None:
         self.queue = queue
         self._metrics = metrics
+        self._retry_seconds = retry_seconds
         self._kube = kube
         self._workflows = workflows
         self._pools = pools
@@ -120,7 +122,7 @@ class TriggerRouter:
             if error.retryable:
                 log.warning("Run creation failed; event requeued event=%s error=%s", ident,
                             error)
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(self._retry_seconds)
                 delivery.requeue()
                 return
             self._drop(delivery, ident, "rejected", str(error))
