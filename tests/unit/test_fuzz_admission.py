@@ -106,7 +106,7 @@ def test_each_hostile_shape_through_lint_gives_findings_at_lines(label: str, mut
     assert all(f.line >= 1 and f.stage in ("yaml", "admission", "operator") for f in findings)
 
 
-@settings(max_examples=200)
+@settings(max_examples=600)
 @given(text=st.one_of(
     st.text(max_size=300),
     st.binary(max_size=300).map(lambda b: b.decode("latin-1")),

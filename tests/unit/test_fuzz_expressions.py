@@ -103,7 +103,7 @@ def test_metering_changes_no_result(source: str) -> None:
         assert rendered[1] == value
 
 
-@settings(max_examples=300)
+@settings(max_examples=1500)
 @given(text=st.text(alphabet="xs.map(a, b)[]{}'\"\\r `/\n+", max_size=60))
 def test_the_rewriting_takes_any_text_and_breaks_nothing_that_compiles(text: str) -> None:
     metered = metering.meter_source(text)  # never raises, whatever the text
