@@ -18,10 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from kubernetes import client, config
 
 from testbed import pki, rabbitmq
 from testbed.layout import paths, ports
+
+# Property tests run the same examples on every machine and in CI: derandomized, so a failure
+# reproduces and the suite's time is stable; no deadline, since a shared 2-core machine makes
+# one example's wall time meaningless (tests that bound time read the thread's CPU clock).
+settings.register_profile(
+    "conveyor", derandomize=True, deadline=None, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "conveyor"))
 
 REPO = Path(__file__).resolve().parents[1]
 HACK = REPO / "hack"

@@ -30,6 +30,9 @@ MAX_TASK_TYPES = 50
 MAX_DEPENDS_ON = 20
 MAX_TRIGGERS = 20
 MAX_EXPRESSION = 4096
+# Durations in seconds are at most ten years: the engine turns them into due times, and a due
+# time past year 9999 cannot be written to a status (it crashed the status write).
+MAX_SECONDS = 10 * 365 * 24 * 3600
 
 # Free-form JSON (inputs, outputs): the only place the CRD keeps unknown fields.
 FREE_FORM = {"x-kubernetes-preserve-unknown-fields": True}
@@ -192,7 +195,7 @@ class Scaling(Model):
     """Most replicas the pool scales to."""
     backlog_per_replica: int = Field(default=10, ge=1)
     """Waiting plus in-flight tasks one replica is expected to absorb."""
-    idle_seconds_before_scale_down: int = Field(default=60, ge=0)
+    idle_seconds_before_scale_down: int = Field(default=60, ge=0, le=MAX_SECONDS)
     """Seconds without work before replicas are removed."""
 
 
@@ -224,11 +227,11 @@ class Retry(Model):
 
     limit: int = Field(default=0, ge=0, le=100)
     """Retries after the first attempt; 0 means a failure is final."""
-    backoff_seconds: float = Field(default=1, ge=0)
+    backoff_seconds: float = Field(default=1, ge=0, le=MAX_SECONDS)
     """Delay before the first retry."""
     backoff_factor: float = Field(default=2, ge=1)
     """Each further retry waits this many times longer than the previous one."""
-    max_backoff_seconds: float = Field(default=60, ge=0)
+    max_backoff_seconds: float = Field(default=60, ge=0, le=MAX_SECONDS)
     """Cap of the delay between attempts."""
 
 
@@ -262,7 +265,7 @@ class Task(Model):
     """`${{ CEL }}` yielding a list: one instance per item, which sees `item` and `index`."""
     max_parallel: int | None = Field(default=None, ge=1)
     """Most forEach items in flight at once; default all."""
-    timeout_seconds: int | None = Field(default=None, ge=1)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_SECONDS)
     """Limit of one attempt, counted from its start; a timed-out attempt fails (retryable)."""
     retry: Retry = Field(default_factory=Retry)
     """Retry policy of failed attempts."""
@@ -290,13 +293,13 @@ class WorkflowSpec(Model):
     """Tasks run after every task is terminal, whatever the outcome; may depend on each other."""
     outputs: JsonObject = Field(default_factory=dict)
     """Outputs of a succeeded run; strings may embed `${{ CEL }}`."""
-    deadline_seconds: int | None = Field(default=None, ge=1)
+    deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_SECONDS)
     """Limit of the whole run; past it the run fails."""
     max_active_runs: int | None = Field(default=None, ge=1)
     """Most runs of this Workflow running at once; more wait in phase Pending."""
     triggers: list[Trigger] = Field(default_factory=list, max_length=MAX_TRIGGERS)
     """Events that start a run."""
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_SECONDS)
     """Seconds after which a finished run is deleted; default never."""
 
 

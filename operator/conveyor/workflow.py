@@ -4,6 +4,12 @@
 `InvalidSpecError` listing every problem with its place; the operator reports that as
 `Ready=False, reason=InvalidSpec`. A `WorkflowCache` keeps one compiled object per
 (uid, generation), since runs pin the generation they started with.
+
+Compiling stops after MAX_PROBLEMS problems and refuses more than `expr.MAX_EXPRESSIONS`
+expressions: a hostile spec must not cost a compile per field without end, nor a message
+longer than a condition can hold. A `forEach` yields at most
+MAX_FOR_EACH_ITEMS items: beyond that its item outputs could never fit the task's outputs
+limit, and the run would only find out after dispatching them.
 """
 
 from collections import OrderedDict
@@ -13,8 +19,12 @@ from typing import Any
 
 from conveyor import dag
 from conveyor.errors import ExpressionError, InvalidSpecError, Problem
-from conveyor.expr import OPEN, Template, compile_template
+from conveyor.expr import MAX_EXPRESSIONS, OPEN, Template, compile_template
+from conveyor.metering import Meter
 from conveyor.models import Retry, Task, WorkflowSpec
+
+MAX_PROBLEMS = 50
+MAX_FOR_EACH_ITEMS = 100_000
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> 
         for i, t in enumerate(spec.triggers)
     )
     if compiler.problems:
-        raise InvalidSpecError(compiler.problems)
+        raise InvalidSpecError(compiler.result())
     return CompiledWorkflow(
         uid=uid,
         generation=generation,
@@ -107,20 +117,30 @@ class _Compiler:
     def __init__(self, names: set[str]) -> None:
         self.names = names
         self.problems: list[Problem] = []
+        self.expressions = 0  # compiled so far, at most MAX_EXPRESSIONS in all
 
     def template(self, value: Any, path: str, expression_only: bool = False) -> Template:
+        if len(self.problems) >= MAX_PROBLEMS:
+            return compile_template(None, path)  # reported as "and more" at the end
         if expression_only and (not isinstance(value, str) or OPEN not in value):
             self.problems.append(Problem(path, f"must be a {OPEN} CEL }}}} expression"))
         try:
-            template = compile_template(value, path)
+            template = compile_template(value, path, MAX_EXPRESSIONS - self.expressions)
+            self.expressions += len(template.expressions)
         except ExpressionError as error:
-            self.problems.append(Problem(error.path, f"expression {error.expression!r}: "
-                                                     f"{error.reason}"))
+            where = f"expression {error.expression!r}: " if error.expression else ""
+            self.problems.append(Problem(error.path, where + error.reason))
             return compile_template(None, path)
         for name in sorted(template.task_refs or ()):
             if name not in self.names:
                 self.problems.append(Problem(path, f"tasks.{name} names no task"))
         return template
+
+    def result(self) -> list[Problem]:
+        if len(self.problems) <= MAX_PROBLEMS:
+            return self.problems
+        return [*self.problems[:MAX_PROBLEMS],
+                Problem("spec", f"more problems not shown (at most {MAX_PROBLEMS} are)")]
 
     def task(
         self,
@@ -145,12 +165,30 @@ class _Compiler:
             inputs=self.template(task.inputs, f"{path}.inputs"),
             when=None if when is None else self.template(when, f"{path}.when", True),
             for_each=(
-                None if for_each is None else self.template(for_each, f"{path}.forEach", True)
+                None if for_each is None
+                else _bounded(self.template(for_each, f"{path}.forEach", True),
+                              f"{path}.forEach")
             ),
             max_parallel=task.max_parallel,
             timeout_ms=task.timeout_seconds * 1000 if task.timeout_seconds else None,
             retry=task.retry,
         )
+
+
+def _bounded(template: Template, path: str) -> Template:
+    """A forEach template whose list may not exceed MAX_FOR_EACH_ITEMS."""
+    if template.static:
+        return template
+    source = template.expressions[0].source
+
+    def render(variables: Mapping[str, Any], meter: Meter) -> Any:
+        value = template.renderer(variables, meter)
+        if isinstance(value, list) and len(value) > MAX_FOR_EACH_ITEMS:
+            raise ExpressionError(path, source, f"yields {len(value)} items; a forEach may "
+                                                f"have at most {MAX_FOR_EACH_ITEMS}")
+        return value
+
+    return Template(render, template.expressions)
 
 
 def match_topic(pattern: str, routing_key: str) -> bool:

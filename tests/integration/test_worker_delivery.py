@@ -6,6 +6,8 @@ Workers serve tests/integration/tasks_under_test.py; events are collected from a
 
 from __future__ import annotations
 
+import json
+import random
 import secrets
 import signal
 import socket
@@ -174,6 +176,65 @@ def test_malformed_task_bodies_are_dead_lettered_with_a_reason_and_the_worker_ke
     assert worker.exited() is None
     assert worker.output().count("Dead-lettered a malformed task message") == len(bad)
     assert [e.attempt_id for e in events.all(queue.run_uid)] == [valid.attempt_id] * 2
+
+
+def _malformed_bodies(queue: TaskQueue) -> list[tuple[str, bytes]]:
+    """(reason, body): every way a task body can be unusable that a worker must survive."""
+    valid = queue.message(900).model_dump(by_alias=True, mode="json")
+
+    def body(**changes: object) -> bytes:
+        fields = {k: v for k, v in {**valid, **changes}.items() if v is not None}
+        return json.dumps(fields).encode()
+
+    garbage = random.Random(10)
+    return [
+        ("not-json", b""),
+        ("not-json", b'{"v": 1, "attemptId": '),  # cut short
+        ("not-json", b"\xff\xfe\x00 invalid UTF-8 \xc3\x28"),
+        ("not-json", b'{"v": 1, "task": "\xff"}'),  # valid JSON bytes, invalid UTF-8 inside
+        ("not-json", b"[" * 200_000),  # deeper than the decoder goes
+        ("not-json", b"NaN-ish {"),
+        *[("not-json", b"{" + garbage.randbytes(garbage.randrange(1, 64))) for _ in range(8)],
+        ("not-an-object", b'"a string"'),
+        ("not-an-object", b"null"),
+        ("not-an-object", b"[1, 2, 3]"),
+        ("unsupported-version", body(v=2)),
+        ("unsupported-version", body(v="1")),
+        ("unsupported-version", body(v=None)),
+        ("invalid-fields", body(attemptId=None)),
+        ("invalid-fields", body(attempt=0)),
+        ("invalid-fields", body(inputs=[1, 2])),
+        ("invalid-fields", body(colour="red")),
+        ("wrong-task-type", body(taskType="other")),
+        ("wrong-task-type", body(taskType="ECHO")),
+        ("too-large", b"[" + b"1," * (5 * 1024 * 1024) + b"1]"),  # 10 MiB of valid JSON
+        ("too-large", body(inputs={"blob": "x" * (10 * 1024 * 1024)})),
+    ]
+
+
+def test_every_malformed_or_oversized_body_is_dead_lettered_with_its_reason(
+        admin, broker, task_queue, events, workers, publisher):
+    """The set above, then a valid task: each bad body ends in .dead with its reason and a
+    detail, the valid one succeeds, and the worker is alive and serving throughout."""
+    queue = task_queue("echo")
+    worker = workers(queue)
+    wait_consuming(admin, queue, 1)
+    bad = _malformed_bodies(queue)
+    for _, body in bad:
+        publisher.publish(names.TASKS_EXCHANGE, queue.name, body).result(30)
+    valid = queue.message(0, {"after": "the malformed ones"})
+    publish_tasks(publisher, queue, [valid])
+
+    eventually(lambda: events.with_status("succeeded", queue.run_uid), 60,
+               what="the valid task to succeed after every malformed one")
+    eventually(lambda: admin.inspect(queue.dead).backlog == len(bad), 30,
+               what="every malformed body dead-lettered")
+    dead = drain_queue(broker, queue.dead)
+    assert sorted((h[REASON_HEADER], b) for h, b in dead) == sorted(bad)
+    assert all(h[DETAIL_HEADER] for h, _ in dead)
+    assert worker.exited() is None
+    assert worker.output().count("Dead-lettered a malformed task message") == len(bad)
+    assert admin.inspect(queue.name).backlog == 0
 
 
 def test_failures_are_reported_with_their_class_and_metrics_count_outcomes(

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor import crdgen, names
 from conveyor.errors import InvalidSpecError
+from conveyor.expr import key_path
 from conveyor.models import WorkflowRunSpec, WorkflowSpec
 from conveyor.workflow import compile_workflow
 
@@ -30,21 +31,24 @@ Path_ = tuple[Segment, ...]
 SCHEMA_TYPES = {"int": "integer", "string": "string", "bool": "boolean", "float": "number",
                 "list": "array", "dict": "object", "model": "object", "model_attributes":
                 "object"}
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_SEGMENT = re.compile(r'([^.\[\]]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
 
 
 # --- places ------------------------------------------------------------------------------
 
 
 def parse_path(text: str) -> Path_:
-    """`spec.tasks[2].dependsOn` -> ("spec", "tasks", 2, "dependsOn")."""
-    return tuple(int(m[2]) if m[2] else m[1] for m in _SEGMENT.finditer(text))
+    """`spec.tasks[2].dependsOn` -> ("spec", "tasks", 2, "dependsOn"); a key quoted as JSON
+    (`inputs["a.b"]`, see `expr.key_path`) is one segment."""
+    return tuple(int(m[2]) if m[2] else json.loads(m[3]) if m[3] else m[1]
+                 for m in _SEGMENT.finditer(text))
 
 
 def format_path(path: Sequence[Segment]) -> str:
+    """The inverse of parse_path: odd keys quoted as the operator's messages quote them."""
     text = ""
     for segment in path:
-        text += f"[{segment}]" if isinstance(segment, int) else f".{segment}"
+        text = f"{text}[{segment}]" if isinstance(segment, int) else key_path(text, segment)
     return text.lstrip(".")
 
 
@@ -87,7 +91,7 @@ def _resolve(data: Any, loc: Sequence[Segment], keep_last: bool) -> tuple[Path_,
 
 def schema_message(kind: str, field: str, value: Any, ctx: dict[str, Any], fallback: str) -> str:
     """A pydantic error in the words of the API server's schema validation."""
-    shown = json.dumps(value)
+    shown = json.dumps(value, default=str)
     if kind == "missing":
         return f"{field}: Required value"
     if kind == "extra_forbidden":
@@ -187,6 +191,27 @@ def cel_problems(schema: dict[str, Any], value: Any, path: Path_) -> list[tuple[
     return found
 
 
+def _huge_numbers(value: Any) -> list[tuple[Path_, int]]:
+    """Integers outside int64, with their places; without recursion."""
+    found: list[tuple[Path_, int]] = []
+    stack: list[tuple[Path_, Any]] = [(("spec",), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(((*path, k), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(item))
+        elif isinstance(item, int) and not isinstance(item, bool) and not (
+                -(2**63) <= item < 2**63):
+            found.append((path, item))
+    return sorted(found, key=lambda entry: format_path(entry[0]))
+
+
+def _short(number: int) -> str:
+    digits = len(str(abs(number))) if number.bit_length() < 10_000 else "many"
+    return f"an integer of {digits} digits"
+
+
 # --- the stages, per object ----------------------------------------------------------------
 
 
@@ -202,6 +227,9 @@ def object_problems(obj: dict[str, Any]) -> list[tuple[Path_, str, str]]:
                  "admission")]
     found: list[tuple[Path_, str, str]] = []
     metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        return [(("metadata",), f'metadata: Invalid value: "{_json_type(metadata)}": '
+                 'metadata in body must be of type object', "admission")]
     if not metadata.get("name") and not metadata.get("generateName"):
         found.append((("metadata", "name"), "metadata.name: Required value: name or "
                       "generateName is required", "admission"))
@@ -211,6 +239,10 @@ def object_problems(obj: dict[str, Any]) -> list[tuple[Path_, str, str]]:
     schema = [(p, m, "admission") for p, m in schema_problems(model, obj["spec"])]
     if schema:  # the API server skips its CEL rules then ("some validation rules were not
         return found + schema  # checked because the object was invalid"), and so do we
+    out_of_range = _huge_numbers(obj["spec"])
+    if out_of_range:  # the API server cannot decode them; CEL could not take them either
+        return found + [(p, f"{format_path(p)}: Invalid value: {_short(v)}: out of the range "
+                         "of a 64-bit integer", "admission") for p, v in out_of_range]
     rules = _schemas()[kind]["properties"]["spec"]
     found += [(p, m, "admission") for p, m in cel_problems(rules, obj["spec"], ("spec",))]
     if found or kind != names.WORKFLOW_KIND:

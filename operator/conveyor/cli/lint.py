@@ -12,7 +12,8 @@ Three stages, in the order a manifest meets them, each stopping the next as the 
                messages as the Workflow's `Ready=False, reason=InvalidSpec` condition says them
 
 A problem's place (`spec.tasks[2].dependsOn`) is mapped to a line through the YAML node tree
-(`yaml.compose`), so an editor can jump to it.
+(`yaml.compose`), so an editor can jump to it. Files are read as kubectl reads them
+(`conveyor.cli.documents`): what is no YAML kubectl would send is one finding, never a crash.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import yaml
 from conveyor import names
 from conveyor.cli.admission import Path_, Segment, object_problems
 from conveyor.cli.common import FAILED, OK
+from conveyor.cli.documents import DocumentError, documents
 from conveyor.cli.render import dump
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -70,24 +72,16 @@ def lint_text(text: str, filename: str) -> tuple[list[Finding], int]:
     """Findings for every document of a YAML or JSON file, and how many objects were ours."""
     findings: list[Finding] = []
     checked = 0
-    loader = yaml.SafeLoader(text)
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            assert node is not None  # check_node() said there is one
-            data = loader.construct_document(node)
+        for node, data in documents(text):
             for prefix, obj in _objects(data):
                 if obj.get("kind") in (names.WORKFLOW_KIND, names.RUN_KIND):
                     checked += 1
                 for path, message, stage in object_problems(obj):
                     findings.append(Finding(filename, locate(node, (*prefix, *path)), stage,
                                             message))
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else 1
-        findings.append(Finding(filename, line, "yaml", f"invalid YAML: {error.problem}"))
-    finally:
-        loader.dispose()
+    except DocumentError as error:
+        findings.append(Finding(filename, error.line, "yaml", error.message))
     return findings, checked
 
 
@@ -117,6 +111,8 @@ def _files(arguments: Sequence[str]) -> Iterator[tuple[str, str | None]]:
                 yield str(file), file.read_text()
             except OSError as error:
                 yield f"{file}: {error.strerror}", None
+            except UnicodeDecodeError as error:
+                yield f"{file}: not UTF-8 text (byte {error.start})", None
 
 
 def run_lint(args: argparse.Namespace, _cluster: object) -> int:

@@ -18,6 +18,11 @@ class Metrics:
         self.events = Counter("conveyor_task_events_total",
                               "Worker events consumed, by status and effect",
                               ["status", "effect"], registry=r)
+        self.trigger_events_dropped = Counter(
+            "conveyor_trigger_events_dropped_total",
+            "External events on the triggers queue acked without starting every run they "
+            "match, by reason (too-large, too-deep, inputs-failed, rejected, failed)",
+            ["reason"], registry=r)
         self.dispatched = Counter("conveyor_tasks_dispatched_total",
                                   "Task attempts published to their queues", registry=r)
         self.redispatched = Counter(

@@ -59,7 +59,8 @@ class Runtime:
                                      self.runs)
         self.events_queue = operator_queue(settings.instance, "events")
         self.triggers = TriggerRouter(self.kube, self.workflows, self.pools, self.trigger_link,
-                                      operator_queue(settings.instance, "triggers"))
+                                      operator_queue(settings.instance, "triggers"),
+                                      metrics=self.metrics)
         self.health = Health(self.kube, self.metrics,
                              [("events", self.link), ("triggers", self.trigger_link)],
                              namespace=settings.namespaces[0] if settings.namespaces else None)

@@ -10,6 +10,10 @@ Threads, and who does what:
     the heartbeat thread    sends a heartbeat for each job that has been quiet too long;
     the main thread         waits for SIGTERM and then drains (`shutdown`).
 
+A body no worker can run (see `broker.codec.decode_task`, plus `too-large` past
+CONVEYOR_MAX_TASK_BYTES, unread) is copied to the dead-letter queue with its reason in a
+header and acked: the worker keeps serving.
+
 Invariants: a task message is acked only after all events of its attempt are confirmed (a job
 counts its unconfirmed events; it completes when the count is zero and the final event is
 among them); each delivery is settled once, by whoever removes its job from `_jobs` (on
@@ -95,7 +99,7 @@ class Worker:
             delivery.requeue()  # arrived while the cancel was on its way
             return
         try:
-            message = decode_task(delivery.body, self._definition.task_type)
+            message = self._decode(delivery)
         except MalformedMessageError as error:
             self._dead_letter(delivery, error)
             return
@@ -108,6 +112,26 @@ class Worker:
                 return
             job = self._jobs[message.attempt_id] = _Job(message, [delivery])
         self._work.put(job)
+
+    def _decode(self, delivery: Delivery) -> TaskMessage:
+        """The task, or MalformedMessageError: nothing else may leave the I/O thread's
+        callback, which would stop the link and strand the delivery unsettled."""
+        size, limit = len(delivery.body), self._settings.max_task_bytes
+        if size > limit:
+            raise MalformedMessageError(
+                "too-large", f"body of {size} bytes; this worker reads at most {limit} "
+                             "(CONVEYOR_MAX_TASK_BYTES)")
+        try:
+            return decode_task(delivery.body, self._definition.task_type)
+        except RecursionError:
+            raise MalformedMessageError("not-json", "body nests deeper than the JSON decoder "
+                                                    "allows") from None
+        except MalformedMessageError:
+            raise
+        except Exception as error:  # a body that trips the decoder in a way not foreseen
+            log.exception("Failed to decode a task message queue=%s", self._settings.queue)
+            raise MalformedMessageError("undecodable", f"{type(error).__name__}: {error}"
+                                        ) from error
 
     def _dead_letter(self, delivery: Delivery, error: MalformedMessageError) -> None:
         """Copy the message to the dead-letter queue with the reason, then ack it.

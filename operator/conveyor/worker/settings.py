@@ -18,6 +18,9 @@ from conveyor.worker.executing import DEFAULT_MAX_OUTPUT_BYTES
 DEFAULT_METRICS_PORT = 9464
 DEFAULT_GRACE_SECONDS = 25.0  # below Kubernetes' default terminationGracePeriodSeconds (30)
 DEFAULT_HEARTBEAT_SECONDS = 30.0
+# A task body past this is dead-lettered unread (reason too-large): decoding it would take the
+# worker's memory, and the operator never sends one (its renderings stop at 4 MiB).
+DEFAULT_MAX_TASK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class WorkerSettings:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    max_task_bytes: int = DEFAULT_MAX_TASK_BYTES
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_address: str = "0.0.0.0"  # scraped from outside the pod
     worker_name: str = "worker"
@@ -107,6 +111,9 @@ def load(argv: Sequence[str], env: Mapping[str, str]) -> WorkerSettings:
         max_output_bytes=int(_number("CONVEYOR_MAX_OUTPUT_BYTES",
                                      env.get("CONVEYOR_MAX_OUTPUT_BYTES")
                                      or str(DEFAULT_MAX_OUTPUT_BYTES), int, 2)),
+        max_task_bytes=int(_number("CONVEYOR_MAX_TASK_BYTES",
+                                   env.get("CONVEYOR_MAX_TASK_BYTES")
+                                   or str(DEFAULT_MAX_TASK_BYTES), int, 1024)),
         metrics_port=int(_number("CONVEYOR_METRICS_PORT",
                                  pick(args.metrics_port, "CONVEYOR_METRICS_PORT")
                                  or str(DEFAULT_METRICS_PORT), int, 0)),
