@@ -25,7 +25,7 @@ from kubernetes import client
 from support.kube import local_testbed_only
 from support.operator import OperatorProcess, operator_process
 from support.waiting import eventually
-from support.workflows import as_json, run, workflow
+from support.workflows import as_json, run, work_type, workflow
 from testbed import rabbitmq
 from testbed.layout import paths, ports
 
@@ -139,7 +139,9 @@ def test_a_run_succeeds_with_operator_and_workers_on_amqps(
         {"name": "first", "type": "work", "inputs": {"echo": "over tls"}},
         {"name": "second", "type": "work", "dependsOn": ["first"],
          "inputs": {"echo": "${{ tasks.first.outputs.echo }}"}},
-    ], outputs={"echo": "${{ tasks.second.outputs.echo }}"})
+    ], outputs={"echo": "${{ tasks.second.outputs.echo }}"},
+        # A worker stays up after the run, so its connection is there to look at.
+        taskTypes=[work_type(scaling={"minReplicas": 1})])
     _kubectl(cluster, namespace, "apply", "-f", "-", stdin=as_json(wf, run("r1", "secure")))
     status = _succeeds(cluster, namespace, "r1")
     assert status["outputs"] == {"echo": "over tls"}
@@ -156,12 +158,14 @@ def test_a_run_succeeds_with_operator_and_workers_on_amqps(
     assert env["CONVEYOR_AMQP_CA_FILE"] == "/etc/conveyor/amqp/ca.crt"
 
     # RabbitMQ's word: the operator's links and the workers' connections are TLS.
-    workers = [p.metadata.name for p in core.list_namespaced_pod(
-        namespace, label_selector="conveyor.dev/workflow=secure").items]
-    assert workers
-    connections = _tls_connections("conveyor-")
-    for name in ("conveyor-operator", "conveyor-operator-triggers",
-                 *(f"conveyor-worker {w}" for w in workers)):
+    # (Only the workers connected now: a pod scaled away since, or not connected yet, has
+    # no connection to show.)
+    connections = eventually(
+        lambda: (found := _tls_connections("conveyor-")) and any(
+            n.startswith("conveyor-worker secure-work") for n in found) and found,
+        60, interval=0.5, what="a worker of the pool connected")
+    workers = [n for n in connections if n.startswith("conveyor-worker secure-work")]
+    for name in ("conveyor-operator", "conveyor-operator-triggers", *workers):
         assert connections.get(name) is True, (name, connections)
     assert _password(broker_tls.url) not in tls_operator.process.log.read_text()
 
