@@ -28,6 +28,7 @@ from conveyor.engine.rules import admit, apply, new_run, seed
 from conveyor.engine.signals import (
     AttemptSignal,
     Cancel,
+    Persisted,
     Signal,
     Start,
     TaskFailed,
@@ -53,6 +54,7 @@ __all__ = [
     "Cancel",
     "EmitRunEvent",
     "Persist",
+    "Persisted",
     "Publish",
     "RunState",
     "SetTimer",

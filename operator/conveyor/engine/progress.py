@@ -133,6 +133,7 @@ class RunState:
         "timer_at",
         "timers",
         "uid",
+        "unpersisted",
         "views",
         "workflow",
     )
@@ -162,6 +163,8 @@ class RunState:
         # match the state are skipped when they surface, instead of being removed eagerly.
         self.timers: list[tuple[int, int, int, int, int]] = []
         self.timer_at: int | None = None
+        # forEach items dispatched since the last status was persisted (see DISPATCH_BATCH).
+        self.unpersisted = 0
 
     @property
     def deadline_at(self) -> int | None:

@@ -1,9 +1,9 @@
 """What the engine is told: signals, small frozen records.
 
-Signals come from three places: the operator's own decisions (Start, Cancel, TaskLost), its
-timers (Tick) and the workers (the Task* reports, decoded from their `TaskEvent` messages by
-`from_message`). "Event" is kept for messages on the `conveyor.events` exchange and for
-Kubernetes Events; what the engine consumes is a signal.
+Signals come from three places: the operator's own decisions and writes (Start, Cancel,
+TaskLost, Persisted), its timers (Tick) and the workers (the Task* reports, decoded from
+their `TaskEvent` messages by `from_message`). "Event" is kept for messages on the
+`conveyor.events` exchange and for Kubernetes Events; what the engine consumes is a signal.
 """
 
 from dataclasses import dataclass
@@ -63,6 +63,14 @@ class TaskFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Persisted:
+    """A status of the run was written, recording `dispatched` of the forEach items sent since
+    the one before (`RunState.unpersisted` when it was built): those held back may go out."""
+
+    dispatched: int
+
+
+@dataclass(frozen=True, slots=True)
 class TaskLost:
     """The attempt's message is nowhere: its lease ran out (the operator's runs/leases.py).
     The same attempt is published again, under the same id."""
@@ -70,8 +78,8 @@ class TaskLost:
     attempt_id: str
 
 
-Signal = (Start | Cancel | Tick | TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed
-          | TaskLost)
+Signal = (Start | Cancel | Tick | Persisted | TaskStarted | TaskHeartbeat | TaskSucceeded
+          | TaskFailed | TaskLost)
 AttemptSignal = TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed | TaskLost
 
 

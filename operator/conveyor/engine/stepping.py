@@ -48,6 +48,11 @@ class Step(TaskSteps):
         elif kind is sig.Tick:
             if run.phase == "Running":
                 self.on_tick()
+                self.fill_held_back()  # after a rebuild, say: nothing else would
+        elif kind is sig.Persisted:
+            run.unpersisted = max(0, run.unpersisted - event.dispatched)  # type: ignore[union-attr]
+            if run.phase == "Running":
+                self.fill_held_back()
         elif kind is sig.Start:
             if run.phase == "Pending":
                 self.start()

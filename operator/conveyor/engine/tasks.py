@@ -32,6 +32,10 @@ from conveyor.errors import ExpressionError
 from conveyor.names import attempt_id
 
 OUTPUT_LIMIT = 4 * 1024
+# forEach items dispatched between two persisted statuses of a run, at most: a status write
+# waits for the confirms of what it records, so this bounds the wait and what a crash before
+# the write makes the workers do again (measured: bench/bench_operator.py keeps its pace).
+DISPATCH_BATCH = 2000
 TASK_OUTPUTS_LIMIT = 256 * 1024
 RUN_OUTPUTS_LIMIT = 1024 * 1024
 
@@ -178,15 +182,34 @@ class TaskSteps:
         return value
 
     def fill(self, task: TaskState) -> None:
-        """Dispatch never-dispatched instances while the task's parallelism allows."""
+        """Dispatch never-dispatched instances while the task's parallelism allows, and, for
+        a forEach, while fewer than DISPATCH_BATCH items went out since the last persisted
+        status: the rest follow each write (`Persisted`), so a write never waits on the
+        confirms of a whole fan-out, and a crash redoes at most a batch of unrecorded work."""
         limit = task.spec.max_parallel
         total = len(task.phases)
+        run = self.run
+        batched = task.spec.for_each is not None
         while task.next_index < total and (limit is None or task.active < limit):
+            if batched:
+                if run.unpersisted >= DISPATCH_BATCH:
+                    return
+                run.unpersisted += 1
             i = task.next_index
             task.next_index += 1
             task.active += 1
             if not self.dispatch(task, i, 1):
                 return
+
+    def fill_held_back(self) -> None:
+        """Dispatch what `fill` held back for a persisted status, as far as it now may."""
+        for task in self.run.tasks:
+            if (task.spec.for_each is not None and task.phase == "Running"
+                    and task.next_index < task.total):
+                before = task.next_index
+                self.fill(task)
+                if task.next_index != before:
+                    self.changed = True
 
     def dispatch(self, task: TaskState, i: int, attempt: int) -> bool:
         """Publish attempt `attempt` of instance `i`; False if its inputs failed to render."""

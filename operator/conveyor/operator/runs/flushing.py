@@ -37,7 +37,7 @@ class Flusher:
                  spawn: Callable[[Coroutine[Any, Any, None]], None],
                  current: Callable[[ActiveRun], bool],
                  on_gone: Callable[[ActiveRun, list[Delivery]], None],
-                 on_written: Callable[[ActiveRun, dict[str, Any]], None],
+                 on_written: Callable[[ActiveRun, dict[str, Any], int], None],
                  retry_seconds: float = RETRY_SECONDS) -> None:
         self._kube = kube
         self._link = link
@@ -81,6 +81,7 @@ class Flusher:
         # Built before anything is taken off the run (and with no await in between, so it
         # holds the effect of every ack taken): should it raise, the run keeps all its work.
         status = engine.to_status(state)
+        recorded = state.unpersisted  # forEach dispatches this status records
         acks, sends = run.acks, run.sends
         run.acks, run.sends = [], []
         run.dirty = False
@@ -108,7 +109,7 @@ class Flusher:
         run.last_write = time.monotonic()
         for delivery in acks:
             delivery.ack()
-        self._on_written(run, status)
+        self._on_written(run, status, recorded)
 
     async def _confirmed(self, run: ActiveRun, sends: list[Send],
                          acks: list[Delivery]) -> bool:

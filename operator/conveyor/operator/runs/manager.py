@@ -268,11 +268,13 @@ class RunManager:
         for delivery in acks:
             delivery.ack()
 
-    def _written(self, run: ActiveRun, status: dict[str, Any]) -> None:
+    def _written(self, run: ActiveRun, status: dict[str, Any], recorded: int) -> None:
         posts = kube_events.transitions(run.written_tasks, status)
         if posts:
             self._spawn(kube_events.post(self._kube, run.ref, posts))
         state = run.state
+        if state is not None and recorded:  # what a fan-out held back for this write goes
+            self.actor.apply(run, engine.Persisted(recorded))
         if state is not None and state.phase in engine.RUN_TERMINAL and not run.dirty:
             self._finished(run, status)
 
