@@ -57,3 +57,13 @@ def test_a_task_of_another_type_is_malformed_for_this_queue():
     with pytest.raises(MalformedMessageError) as info:
         decode_task(encode_task(MESSAGE), "payments")
     assert info.value.reason == "wrong-task-type"
+
+
+def test_a_body_with_a_field_this_reader_does_not_know_is_read_all_the_same():
+    """Tolerant readers (DESIGN.md §3): a worker older than its operator still takes the task
+    (as one predating `replyTo` must), an operator older than its workers their events."""
+    task = json.loads(encode_task(MESSAGE))
+    task["addedLater"] = {"any": "thing"}
+    assert decode_task(json.dumps(task).encode(), "inventory") == MESSAGE
+    event = {"v": 1, "status": "started", "attemptId": "u/a/1", "addedLater": 1}
+    assert decode_event(json.dumps(event).encode()).attempt_id == "u/a/1"
