@@ -118,6 +118,7 @@ def _worker_env(workflow: str, task_type: TaskType, queue: str,
         {"name": "CONVEYOR_QUEUE", "value": queue},
         {"name": "CONVEYOR_TASK_TYPE", "value": task_type.name},
         {"name": "CONVEYOR_CONCURRENCY", "value": str(task_type.concurrency)},
+        {"name": "CONVEYOR_DELIVERY_LIMIT", "value": str(task_type.delivery_limit)},
         # The worker drains within this, a margin before the kubelet's SIGKILL.
         {"name": "CONVEYOR_GRACE_SECONDS", "value": str(max(1, grace - GRACE_DRAIN_MARGIN))},
         {"name": "CONVEYOR_WORKER_NAME", "valueFrom": {"fieldRef": {

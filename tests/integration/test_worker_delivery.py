@@ -147,6 +147,31 @@ def test_a_task_that_kills_every_worker_is_dead_lettered_after_the_delivery_limi
     assert admin.inspect(queue.name).backlog == 0
 
 
+def test_told_the_limit_the_last_delivery_is_reported_failed_instead_of_run_again(
+        admin, broker, task_queue, events, workers, publisher):
+    """As the operator's workers are (CONVEYOR_DELIVERY_LIMIT): an attempt that took every
+    worker down ends as a retryable failure the operator can act on, not as a dead letter
+    nobody hears of (its run would wait on nothing)."""
+    limit = 2
+    queue = task_queue("crash", delivery_limit=limit)
+    publish_tasks(publisher, queue, [queue.message(0)])
+    deaths = 0
+    while not events.with_status("failed", queue.run_uid):
+        assert deaths <= limit, f"still not reported after {deaths} crashes"
+        worker = workers(queue, CONVEYOR_DELIVERY_LIMIT=str(limit))
+        eventually(lambda w=worker: w.exited() is not None
+                   or events.with_status("failed", queue.run_uid), 30,
+                   what="the worker to crash or the attempt to be reported failed")
+        if worker.exited() is not None:
+            deaths += 1
+    assert deaths == limit
+    [failed] = events.with_status("failed", queue.run_uid)
+    assert failed.retryable and f"lost {limit} times" in (failed.error or "")
+    eventually(lambda: admin.inspect(queue.name).backlog == 0, 30, what="the task acked")
+    assert worker.exited() is None  # the last worker lives: it did not run the task
+    assert admin.inspect(queue.dead).backlog == 0
+
+
 def test_malformed_task_bodies_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving(
         admin, broker, task_queue, events, workers, publisher):
     queue = task_queue("echo")

@@ -1,6 +1,6 @@
-"""A fan-out goes out in batches of DISPATCH_BATCH (5,000) items between persisted statuses: a status
-write never waits for the confirms of a whole fan-out, and a crash before it redoes at most a
-batch of work nobody recorded. The engine on its own, then the run loop over the fakes."""
+"""A fan-out goes out in batches of DISPATCH_BATCH (5,000) items between persisted statuses:
+a status write never waits for the confirms of a whole fan-out, and a crash before it redoes
+at most a batch of work nobody recorded. The engine on its own, then the run loop over the fakes."""
 
 from __future__ import annotations
 

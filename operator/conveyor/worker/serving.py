@@ -173,11 +173,21 @@ class Worker:
                           lambda progress: self._send(job, "heartbeat", progress=progress))
         job.ctx = ctx
         self._send(job, "started")
+        returned = job.deliveries[0].delivery_count
         log.info("Started task attempt=%s run=%s/%s task=%s delivery=%d", message.attempt_id,
-                 message.namespace, message.run, message.task,
-                 job.deliveries[0].delivery_count + 1)
-        outcome = execute(self._definition, message.inputs, ctx,
-                          self._settings.max_output_bytes)
+                 message.namespace, message.run, message.task, returned + 1)
+        limit = self._settings.delivery_limit
+        if limit is not None and 0 < limit <= returned:
+            # The last delivery the queue allows: every one before it lost its worker (a
+            # crash, a kill, an OOM). Run once more, it would most likely take this worker
+            # too, and the message would go to the dead-letter queue with nobody told; so
+            # the operator is told it failed, and its retry policy decides.
+            outcome = Outcome("failed", retryable=True, error=(
+                f"the workers that took this attempt were lost {returned} times (the task "
+                f"type's deliveryLimit is {limit}); not run again"))
+        else:
+            outcome = execute(self._definition, message.inputs, ctx,
+                              self._settings.max_output_bytes)
         if not self._holds(job):
             self._metrics.in_flight(-1)
             return  # requeued by shutdown: another delivery will report the attempt

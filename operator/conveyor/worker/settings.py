@@ -37,6 +37,9 @@ class WorkerSettings:
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     max_task_bytes: int = DEFAULT_MAX_TASK_BYTES
+    delivery_limit: int | None = None
+    """The queue's `x-delivery-limit` (`CONVEYOR_DELIVERY_LIMIT`, set by the operator): the
+    last delivery it allows is reported failed instead of run once more (see serving.py)."""
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_address: str = "0.0.0.0"  # scraped from outside the pod
     worker_name: str = "worker"
@@ -114,6 +117,9 @@ def load(argv: Sequence[str], env: Mapping[str, str]) -> WorkerSettings:
         max_task_bytes=int(_number("CONVEYOR_MAX_TASK_BYTES",
                                    env.get("CONVEYOR_MAX_TASK_BYTES")
                                    or str(DEFAULT_MAX_TASK_BYTES), int, 1024)),
+        delivery_limit=(int(_number("CONVEYOR_DELIVERY_LIMIT",
+                                    env["CONVEYOR_DELIVERY_LIMIT"], int, 0))
+                        if env.get("CONVEYOR_DELIVERY_LIMIT") else None),
         metrics_port=int(_number("CONVEYOR_METRICS_PORT",
                                  pick(args.metrics_port, "CONVEYOR_METRICS_PORT")
                                  or str(DEFAULT_METRICS_PORT), int, 0)),
