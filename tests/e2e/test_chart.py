@@ -133,7 +133,9 @@ def _run_the_example(release: Release) -> None:
 def test_the_example_runs_through_the_operator_pod_and_uninstall_cleans_up(
         release: Release, amqp_url: str, namespace: str) -> None:
     release.adopt_crds()
-    release.install(_operator_values(amqp_url, namespace))
+    # With the admission policy on: the operator does all it must under it too.
+    release.install({**_operator_values(amqp_url, namespace),
+                     "admissionPolicy": {"enabled": True}})
 
     deployment = json.loads(release.kubectl("-n", namespace, "get", "deployment",
                                             release.name + "-conveyor", "-o", "json"))

@@ -226,6 +226,48 @@ def test_the_operators_account_reads_no_secret_yet_writes_its_own(
             "metadata": {"name": "someone-else"}, "spec": {"holderIdentity": "us"}}).status == 403
 
 
+# -- the admission policy: what RBAC cannot narrow ---------------------------------------------
+
+
+def test_with_the_admission_policy_the_operator_writes_only_what_it_made(
+        cluster: Any, api_client: Any, namespace: str, amqp_url: str, crds: None,
+        tmp_path: Path) -> None:
+    values = _values(amqp_url, [namespace], admissionPolicy={"enabled": True})
+    core = client.CoreV1Api(api_client)
+    with release(f"pa-{secrets.token_hex(3)}", namespace, values, cluster.env(),
+                 tmp_path / "values.yaml") as fullname:
+        token = service_account_token(api_client, namespace, fullname)
+        caller = _caller(api_client, token)
+        kube = Kube(client_as(api_client, token))
+        secrets_path = f"/api/v1/namespaces/{namespace}/secrets"
+        maps_path = f"/api/v1/namespaces/{namespace}/configmaps"
+        unlabelled = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "database"},
+                      "stringData": {"password": "ours now"}}
+
+        def refused(answer: Answer) -> bool:
+            return answer.status in (403, 422) and "Conveyor operator" in answer.body
+
+        # RBAC lets it create Secrets; the policy, only its own broker Secrets. A policy is
+        # enforced once the API server has loaded it: poll until it refuses.
+        eventually(lambda: refused(caller.call("POST", secrets_path, unlabelled)), 30,
+                   interval=0.3, what="the policy to refuse a Secret the operator did not make")
+        labelled = {**unlabelled, "metadata": {"name": "database", "labels": {
+            "app.kubernetes.io/managed-by": "conveyor-operator"}}}
+        assert refused(caller.call("POST", secrets_path, labelled))  # labelled, wrong name
+        owner = _workflow(api_client, namespace)
+        kube.apply_secret(amqp_secret(owner, "amqp://conveyor:first@broker/"))  # its own
+        kube.apply_secret(amqp_secret(owner, "amqp://conveyor:second@broker/"))
+        # A user's ConfigMap: not created, and not taken over by relabelling it.
+        assert refused(caller.call("POST", maps_path, {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}}))
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "theirs"},
+                                                      "data": {"k": "v"}})
+        assert refused(caller.call("PATCH", f"{maps_path}/theirs", {
+            "metadata": {"labels": {"app.kubernetes.io/managed-by": "conveyor-operator"}},
+            "data": {"k": "ours"}}, content_type="application/merge-patch+json"))
+        assert core.read_namespaced_config_map("theirs", namespace).data == {"k": "v"}
+
+
 # -- NetworkPolicies --------------------------------------------------------------------------
 
 

@@ -310,3 +310,23 @@ def test_user_roles_are_aggregated(role: str, aggregate: str, verbs: set[str]) -
     for plural in (names.WORKFLOW_PLURAL, names.RUN_PLURAL):
         assert {v for g, r, v in granted if r == plural and g == names.GROUP} == verbs
         assert (names.GROUP, f"{plural}/status", "get") in granted
+
+
+def test_the_admission_policy_is_off_by_default_and_binds_the_operators_account() -> None:
+    kinds = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert not [o for o in _objects({}).values() if o["kind"] in kinds]
+    objects = _objects({"admissionPolicy.enabled": True})
+    [policy] = [o for o in objects.values() if o["kind"] == "ValidatingAdmissionPolicy"]
+    [binding] = [o for o in objects.values() if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"],
+                               "validationActions": ["Deny"]}
+    [condition] = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:conveyor-system:conveyor'")
+    # Every kind the operator's code writes, but its own resources, its Lease, Events and
+    # the scale subresource (whose admission object, a Scale, carries no labels to check).
+    resources = {(g, r) for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+                 for g in rule["apiGroups"] for r in rule["resources"]}
+    written = {(g, r) for g, r, v in operator_rules() if v in ("create", "update", "patch")
+               and g != names.GROUP and r not in ("events", "leases") and "/" not in r}
+    assert resources == written
