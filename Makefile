@@ -27,11 +27,12 @@ testbed-deps: ## Install the system packages the test bed needs (rabbitmq-server
 	@hack/install-deps.sh
 
 .PHONY: testbed-build
-testbed-build: ## Build (or find cached) etcd, the Kubernetes binaries and helm, in ~/.cache/conveyor
+testbed-build: ## Build (or find cached) etcd, the Kubernetes binaries, helm and the object store, in ~/.cache/conveyor
 	@hack/build-testbed.sh >/dev/null
+	@hack/build-s3server.sh >/dev/null
 
 .PHONY: testbed-up
-testbed-up: venv testbed-deps ## Start RabbitMQ and the Kubernetes control plane with its node agent (idempotent)
+testbed-up: venv testbed-deps ## Start RabbitMQ, the object store and the Kubernetes control plane with its node agent (idempotent)
 	@$(TESTBED) up
 
 .PHONY: testbed-down
@@ -43,7 +44,7 @@ testbed-purge: ## Stop the test bed and delete its state (.testbed/)
 	@if [ -x $(PY) ]; then $(TESTBED) down --purge; fi
 
 .PHONY: testbed-env
-testbed-env: ## Print export lines for KUBECONFIG, CONVEYOR_AMQP_URL (and CONVEYOR_AMQPS_URL with its CONVEYOR_AMQP_CA_FILE) and kubectl's PATH (eval them)
+testbed-env: ## Print export lines for KUBECONFIG, CONVEYOR_AMQP_URL (and CONVEYOR_AMQPS_URL with its CONVEYOR_AMQP_CA_FILE), CONVEYOR_S3_* and kubectl's PATH (eval them)
 	@$(TESTBED) env
 
 .PHONY: testbed-status

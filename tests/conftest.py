@@ -8,6 +8,7 @@ CONVEYOR_AMQPS_URL and CONVEYOR_AMQP_CA_FILE too (they skip without).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -21,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from kubernetes import client, config
 
-from testbed import pki, rabbitmq
+from conveyor.store import StoreSettings, StoreSettingsError
+from testbed import objectstore, pki, rabbitmq
 from testbed.layout import paths, ports
 
 # Property tests run the same examples on every machine and in CI: derandomized, so a failure
@@ -134,3 +136,27 @@ def namespace(api_client, request: pytest.FixtureRequest) -> Iterator[str]:  # t
     core.create_namespace({"metadata": {"name": name, "labels": {"conveyor.dev/test": "true"}}})
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def store_settings(cluster: Cluster) -> Iterator[StoreSettings]:
+    """The test bed's object store with a bucket of this session's own, emptied and deleted
+    afterwards. External mode (CONVEYOR_TEST_USE_KUBECONFIG=1) reads CONVEYOR_S3_* and needs
+    CONVEYOR_S3_BUCKET to name an existing bucket; the tests then use a prefix of their own."""
+    if _external():
+        try:
+            settings = StoreSettings.from_env()
+        except StoreSettingsError as error:
+            pytest.skip(f"the object store is not configured: {error}")
+        yield dataclasses.replace(settings, prefix=f"{settings.prefix}test-{secrets.token_hex(4)}/")
+        return
+    bucket = f"test-{secrets.token_hex(4)}"
+    s3 = objectstore.client(paths(), ports())
+    s3.create_bucket(Bucket=bucket)
+    env = objectstore.env_vars(paths(), ports())
+    yield StoreSettings.from_env({**env, "CONVEYOR_S3_BUCKET": bucket})
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=bucket)
+    s3.close()

@@ -30,6 +30,8 @@ class Ports:
     epmd: int
     amqps: int
     """RabbitMQ's TLS listener (127.0.0.1 only), beside the plain `amqp` one."""
+    s3: int
+    """The object store's S3 endpoint (plain HTTP, 127.0.0.1 only)."""
 
 
 def _free_port() -> int:
@@ -91,6 +93,11 @@ class Paths:
         return self.root / "rabbitmq"
 
     @property
+    def s3(self) -> Path:
+        """The object store's credentials (it keeps its objects in memory)."""
+        return self.root / "s3"
+
+    @property
     def admin_kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
 
@@ -108,7 +115,8 @@ class Paths:
         return self.pki / "amqp-ca.crt"
 
     def ensure(self) -> Paths:
-        for d in (self.root, self.pki, self.logs, self.pids, self.pods, self.rabbitmq):
+        for d in (self.root, self.pki, self.logs, self.pids, self.pods, self.rabbitmq,
+                  self.s3):
             d.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         return self

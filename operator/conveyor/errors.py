@@ -7,7 +7,8 @@
      ├── InvalidStatusError  a WorkflowRun status that cannot be rebuilt into engine state
      ├── KubeError           the API server failed a call or gave no answer (conveyor.kube)
      ├── BrokerError         a broker operation failed, with its branches (conveyor.broker)
-     ├── BrokerSettingsError, SettingsError, WorkerConfigError, CliError
+     ├── StoreError          an object store operation failed, with its branches (conveyor.store)
+     ├── BrokerSettingsError, StoreSettingsError, SettingsError, WorkerConfigError, CliError
      │                       configuration a user gave cannot be used, and why
      ├── MalformedMessageError  a task body no worker can run (dead-lettered with a reason)
      ├── WorkflowUnavailableError  a run's Workflow is missing, invalid or lacks its generation
