@@ -3,10 +3,8 @@ after an operator restart kopf may deliver the Workflow, and the reconcile mark 
 while a rebuild still waits for the API server to return the generation's snapshot).
 
 The rebuild must win: the run keeps its progress and the generation it started with, and
-nothing it had done is dispatched again. Expected to fail (strictly) while the proposed fix
-(commit "Proposed fix (found with make soak): a run being rebuilt...", which gives ActiveRun
-its `seen_status`) is not in; with the fix in, it must pass. Once the fix has landed on main,
-the condition goes.
+nothing it had done is dispatched again (a run keeps the status it was first seen with,
+`ActiveRun.seen_status`, and one activation runs at a time).
 """
 
 from __future__ import annotations
@@ -15,16 +13,12 @@ from typing import Any
 
 import pytest
 
-from conveyor.operator.runs.records import ActiveRun
 from unit.fakes import Bed, drive, run_body, turns, workflow_spec
 from unit.test_operator_delivery import TWO_STEPS, phase, started
 
 EDITED = workflow_spec({"name": "a"}, {"name": "c", "dependsOn": ["a"]})
-FIXED = "seen_status" in ActiveRun.__slots__  # the proposed fix is in
 
 
-@pytest.mark.xfail(not FIXED, strict=True, reason="a rebuild racing the Workflow's arrival "
-                   "restarts the run from scratch (see the module docstring)")
 @pytest.mark.parametrize(("spec", "generation"), [(TWO_STEPS, 1), (EDITED, 2)],
                          ids=["same-generation", "workflow-edited-meanwhile"])
 def test_a_workflow_arriving_during_a_rebuild_does_not_restart_the_run(
