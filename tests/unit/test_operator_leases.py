@@ -7,8 +7,6 @@ RunManager over the fakes, where the "broker" simply never delivers the first me
 
 from __future__ import annotations
 
-import time
-
 from conveyor import engine
 from conveyor.operator.runs.leasekeeping import LeaseKeeper
 from conveyor.operator.runs.leases import Leases
@@ -106,6 +104,25 @@ def test_in_flight_lists_queued_and_running_instances_with_their_attempt_ids() -
                                                ("run-1/fan[1]/1", "pool", True)]
 
 
+class Clock:
+    """The leases' clock, moved by the test: time passes without the test waiting for it."""
+
+    def __init__(self) -> None:
+        self.at = 1000.0
+
+    def __call__(self) -> float:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += seconds
+
+
+def _bed(clock: Clock) -> Bed:
+    bed = Bed(lease_seconds=LEASE)
+    bed.manager.leases.now = clock
+    return bed
+
+
 def _keeper(bed: Bed, emptied: dict[str, float], unread: list[int | None]) -> LeaseKeeper:
     async def unread_events() -> int | None:
         return unread[0]
@@ -118,7 +135,8 @@ def _keeper(bed: Bed, emptied: dict[str, float], unread: list[int | None]) -> Le
 
 def test_a_message_lost_from_its_queue_is_dispatched_again_and_the_run_succeeds() -> None:
     async def scenario() -> None:
-        bed = Bed(lease_seconds=0.2)
+        clock = Clock()
+        bed = _bed(clock)
         bed.add_workflow(workflow_spec({"name": "a"}))
         bed.add_run("r1", uid="u1")
         bed.start()
@@ -129,19 +147,19 @@ def test_a_message_lost_from_its_queue_is_dispatched_again_and_the_run_succeeds(
         keeper = _keeper(bed, emptied, unread)
         assert await keeper.check() == 0  # taken just now: its lease is fresh
 
-        time.sleep(0.25)  # past the lease (a clock, not a wait on a condition)
+        clock.advance(LEASE + 1)
         assert await keeper.check() == 0  # the queue was never seen empty: maybe waiting
-        emptied["pool"] = time.monotonic()  # now it was, and no worker said `started`
-        time.sleep(0.25)
+        emptied["pool"] = clock()  # now it was, and no worker said `started`
+        clock.advance(LEASE + 1)
         bed.link.is_connected = False  # cannot hear: no lease runs out
         assert await keeper.check() == 0
         bed.link.is_connected = True
-        time.sleep(0.25)
+        clock.advance(LEASE + 1)
         unread[0] = 3  # events not read yet: the sign may be among them
         assert await keeper.check() == 0
         unread[0] = 0
-        time.sleep(0.25)
-        emptied["pool"] = time.monotonic()
+        clock.advance(LEASE + 1)
+        emptied["pool"] = clock()
         assert await keeper.check() == 1
         await bed.until(lambda: len(bed.link.with_id("u1/a/1")) == 2,
                         what="the same attempt published again")
@@ -158,15 +176,16 @@ def test_a_message_lost_from_its_queue_is_dispatched_again_and_the_run_succeeds(
 
 def test_a_busy_running_attempt_keeps_its_lease_with_heartbeats() -> None:
     async def scenario() -> None:
-        bed = Bed(lease_seconds=0.3)
+        clock = Clock()
+        bed = _bed(clock)
         bed.add_workflow(workflow_spec({"name": "a"}))
         bed.add_run("r1", uid="u1")
         bed.start()
         await bed.until(lambda: len(bed.link.with_id("u1/a/1")) == 1, what="the dispatch")
-        keeper = _keeper(bed, {"pool": time.monotonic() + 3600}, [0])
+        keeper = _keeper(bed, {"pool": clock() + 3600}, [0])
         bed.send("u1/a/1", "started")
-        for _ in range(4):  # over a second, four times the lease, one heartbeat a lease
-            time.sleep(0.2)
+        for _ in range(4):  # four times the lease, one heartbeat short of each lease
+            clock.advance(LEASE * 0.9)
             bed.send("u1/a/1", "heartbeat")
             await bed.settle()
             assert await keeper.check() == 0

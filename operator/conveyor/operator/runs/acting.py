@@ -103,7 +103,7 @@ class Actor:
         self._send(run, names.TASKS_EXCHANGE, queue, encode_task(message), action.attempt_id,
                    mandatory=True)
         self._metrics.dispatched.inc()
-        self._leases.renew(action.attempt_id, time.monotonic())
+        self._leases.renew(action.attempt_id, self._leases.now())
         self._on_dispatch(ref.namespace, ref.workflow, action.task_type)
 
     def _publish_run_event(self, run: ActiveRun, action: engine.EmitRunEvent) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from conveyor import engine
@@ -48,13 +47,13 @@ class LeaseKeeper:
         """One look at every run; returns how many attempts were dispatched again."""
         leases = self._leases
         if not self._link.connected:
-            leases.deaf(time.monotonic())
+            leases.deaf(leases.now())
             return 0
         unread = await self._unread_events()
         if unread is None or unread > self._unread_limit:
-            leases.deaf(time.monotonic())
+            leases.deaf(leases.now())
             return 0
-        now = time.monotonic()
+        now = leases.now()
         in_flight: set[str] = set()
         total = 0
         for uid, run in list(self._runs.items()):

@@ -28,6 +28,7 @@ leasekeeping.py runs it against the live runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 InFlight = tuple[str, str, bool]
@@ -37,8 +38,11 @@ InFlight = tuple[str, str, bool]
 class Leases:
     """The last sign of each attempt in flight, and the rule that says which are lost."""
 
-    def __init__(self, lease_seconds: float) -> None:
+    def __init__(self, lease_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.lease_seconds = lease_seconds
+        self.now = clock
+        """The clock every caller reads the leases' time from (tests give one they move)."""
         self._signs: dict[str, float] = {}  # attempt id -> time of its last sign
         self._held: dict[str, float] = {}  # run uid -> when this operator took the run
         self._hearing_since = 0.0  # before this, signs may have gone unheard

@@ -7,7 +7,6 @@ only the operator dispatches tasks, so an event cannot come before its run is se
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -55,7 +54,7 @@ class EventRouter:
                               "[<index>]/<attempt>")
             return
         self._attempts.track(message.attempt_id, message.status, message.worker)
-        self._leases.renew(message.attempt_id, time.monotonic())
+        self._leases.renew(message.attempt_id, self._leases.now())
         run = self._runs.get(parsed[0])
         if run is None:
             log.debug("Event dropped: no such run attempt=%s", message.attempt_id)
