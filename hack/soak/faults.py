@@ -16,7 +16,7 @@ from typing import Protocol
 
 from soak.schedule import Fault
 from soak.supervising import OperatorSupervisor
-from testbed import parts
+from testbed import parts, procs
 from testbed.layout import Paths, Ports
 
 SERVING_TIMEOUT = 180.0
@@ -51,10 +51,16 @@ class Happened:
 
 
 class Daemon:
-    """etcd, the API server or RabbitMQ, through the test bed."""
+    """etcd, the API server or RabbitMQ, through the test bed. One that dies while starting
+    again is started once more, as its supervisor (systemd, a kubelet) would, at most
+    `RESTARTS` times; what it logged is kept for the report."""
+
+    RESTARTS = 5
 
     def __init__(self, p: Paths, ports: Ports, name: str) -> None:
         self._p, self._ports, self._name = p, ports, name
+        self.died: list[str] = []
+        """The last log lines of each start that did not stay up."""
 
     def kill(self) -> str:
         pids = parts.kill(self._p, self._name)
@@ -64,6 +70,13 @@ class Daemon:
         parts.restart(self._p, self._ports, self._name, wait=False)
 
     def serving(self) -> bool:
+        if procs.running_pid(self._p.pids, self._name) is None:
+            if len(self.died) >= self.RESTARTS:
+                raise RuntimeError(f"{self._name} died {len(self.died)} times while starting: "
+                                   f"{self.died[-1]}")
+            self.died.append(parts.log_tail(self._p, self._name))
+            parts.start(self._p, self._ports, self._name)
+            return False
         return parts.serving(self._p, self._ports, self._name)
 
 
@@ -180,19 +193,24 @@ class Executor:
             h.error = f"{'restart' if restart else 'kill'}: {error!r}"
             return
         if not self._abort.is_set():
-            watcher = threading.Thread(target=self._watch, args=(h, target.serving),
+            watcher = threading.Thread(target=self._watch, args=(h, target),
                                        name=f"watch-{h.fault}", daemon=True)
             self._watchers.append(watcher)
             watcher.start()
 
-    def _watch(self, h: Happened, serving: Callable[[], bool]) -> None:
+    def _watch(self, h: Happened, target: Target) -> None:
         deadline = time.monotonic() + SERVING_TIMEOUT
+        last = ""
         while time.monotonic() < deadline and not self._abort.is_set():
             try:
-                if serving():
+                if target.serving():
                     h.serving_at = self._now()
+                    died = getattr(target, "died", [])
+                    if died:
+                        h.what += f" (died {len(died)}x while starting: {died[-1]})"
                     return
-            except Exception:  # not serving yet: polled again
-                pass
+            except Exception as error:  # not serving yet: polled again
+                last = repr(error)
             time.sleep(0.2)
-        h.error = h.error or f"not serving {SERVING_TIMEOUT:.0f}s after its restart"
+        h.error = h.error or (f"not serving {SERVING_TIMEOUT:.0f}s after its restart"
+                              + (f"; last: {last}" if last else ""))

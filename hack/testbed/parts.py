@@ -45,6 +45,25 @@ def restart(p: Paths, ports: Ports, name: str, wait: bool = True, timeout: float
     """Start a killed daemon again on its data; a running one is left as it is. With `wait`,
     return only once it serves (raise TimeoutError after `timeout`)."""
     _check(name)
+    pid = start(p, ports, name)
+    if wait:
+        def up() -> bool:
+            nonlocal pid
+            if procs.running_pid(p.pids, name) is None:
+                # Died while starting (seen once on a loaded CI machine with RabbitMQ right
+                # after its SIGKILL): start it again, as a supervisor would.
+                pid = start(p, ports, name)
+                return False
+            return serving(p, ports, name)
+
+        procs.wait_until(up, timeout, f"{name} after a restart", interval=0.3)
+    return pid
+
+
+def start(p: Paths, ports: Ports, name: str) -> int:
+    """Start a daemon that is not running (on its data, with the flags of `up`); its pid.
+    The log lines it left when it did not stay up are in the error."""
+    _check(name)
     bin_dir = controlplane.binaries()
     if name == "etcd":
         controlplane.start_etcd(p, ports, bin_dir)
@@ -54,11 +73,17 @@ def restart(p: Paths, ports: Ports, name: str, wait: bool = True, timeout: float
         rabbitmq.start(p, ports)
     pid = procs.running_pid(p.pids, name)
     if pid is None:
-        raise RuntimeError(f"{name} exited at once; see {p.logs / (name + '.log')}")
-    if wait:
-        procs.wait_until(lambda: serving(p, ports, name), timeout, f"{name} after a restart",
-                         interval=0.3)
+        raise RuntimeError(f"{name} exited at once: {log_tail(p, name)!r}")
     return pid
+
+
+def log_tail(p: Paths, name: str, lines: int = 8) -> str:
+    """The last lines of a daemon's own log (its stdout and stderr), for an error message."""
+    try:
+        text = (p.logs / f"{name}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
 
 def serving(p: Paths, ports: Ports, name: str) -> bool:

@@ -110,3 +110,42 @@ def test_a_failed_run_fails_the_soak_and_stray_executions_are_noted():
     verdict = judge([view], _ran("u0", 0) + _ran("other", 0) + _ran("u0", 7))
     assert verdict.not_succeeded == 1 and verdict.strays == 2
     assert not verdict.ok
+
+
+class _Flaky:
+    """A part that dies on its first start again (as RabbitMQ once did on a loaded CI
+    machine), then serves: the watcher must keep polling and say what happened."""
+
+    def __init__(self) -> None:
+        self.died: list[str] = []
+        self.polls = 0
+
+    def kill(self) -> str:
+        return "flaky pids=1"
+
+    def restart(self) -> None:
+        pass
+
+    def serving(self) -> bool:
+        self.polls += 1
+        if self.polls == 1:
+            self.died.append("could not bind the port")
+            raise RuntimeError("exited while starting")
+        return self.polls >= 3
+
+
+def test_a_part_that_dies_while_starting_again_is_watched_until_it_serves():
+    import time
+
+    from soak.faults import Executor
+
+    target = _Flaky()
+    executor = Executor(schedule.parse("rabbitmq@0+0.1"), {"rabbitmq": target})
+    executor.begin()
+    deadline = time.monotonic() + 20
+    while not executor.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [happened] = executor.happened
+    assert happened.error is None
+    assert happened.serving_at is not None and target.polls == 3
+    assert "died 1x while starting: could not bind the port" in happened.what
