@@ -79,6 +79,14 @@ class ObjectStore:
                 data = body.read(ref.size + 1)
         return ref.verify(data)
 
+    def read(self, bucket: str, key: str, limit: int) -> bytes:
+        """At most `limit` + 1 bytes of the object at full key `key` (one more than allowed
+        tells the caller it is too large without reading it whole); unverified."""
+        with _mapped(f"get s3://{bucket}/{key}"):
+            answer = self._s3.get_object(Bucket=bucket, Key=key)
+            with answer["Body"] as body:
+                return body.read(limit + 1)
+
     def delete(self, key: str) -> None:
         """Delete `key`; deleting a missing key is not an error (S3's own rule)."""
         full = self.settings.full_key(check_key(key))
