@@ -4,6 +4,7 @@ it, is the object store adapter's (`conveyor.store.values`, `conveyor.store.load
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 REF = "$ref"
@@ -47,3 +48,37 @@ def ref_size(value: Any) -> int:
     body = value[REF]
     size = body.get("size") if isinstance(body, dict) else None
     return size if isinstance(size, int) and not isinstance(size, bool) else 0
+
+
+# --- the item outputs of a forEach task, kept in chunks by the operator -----------------
+
+CHUNK_VERSION = 1
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def items_ref(bucket: str, prefix: str, size: int, items: int, chunks: int) -> dict[str, Any]:
+    """The `$ref` of a forEach task's item outputs: `chunks` objects under the full key
+    `prefix`, holding `items` item outputs and `size` bytes in all."""
+    return {REF: {"store": bucket, "key": prefix, "size": size, "items": items,
+                  "chunks": chunks}}
+
+
+def is_items_ref(value: Any) -> bool:
+    return is_ref(value) and isinstance(value[REF], dict) and "items" in value[REF]
+
+
+def chunk_key(prefix: str, seq: int) -> str:
+    return f"{prefix}{seq:06d}.json"
+
+
+def encode_chunk(pairs: list[tuple[int, Any]]) -> bytes:
+    """One chunk: item outputs with their indexes, in any order."""
+    return _COMPACT.encode({"v": CHUNK_VERSION, "items": [[i, v] for i, v in pairs]}).encode()
+
+
+def with_path(value: Any, path: tuple[str, ...]) -> dict[str, Any]:
+    """A document `$ref` narrowed to the field at `path` inside it: what a selection such as
+    `tasks.gen.outputs.rows` passes on, so the value travels by reference too."""
+    body = dict(value[REF])
+    body["path"] = [*body.get("path", []), *path]
+    return {REF: body}

@@ -102,3 +102,13 @@ def test_references_are_found_only_where_they_may_stand():
     assert refs_in([ref, 1, ref]) == [ref, ref]
     assert refs_in({"a": ref, "b": [ref], "c": {"d": ref}}) == [ref, ref]
     assert not is_ref({"$ref": 1, "other": 2})
+
+
+def test_a_reference_narrowed_to_a_field_reads_that_field():
+    from conveyor.stored import with_path
+
+    store = Values(MemoryBlobs())
+    ref = store.save("k.json", {"rows": {"a": [1, 2]}, "other": "x" * 100})
+    assert store.load(with_path(ref, ("rows", "a"))) == [1, 2]
+    with pytest.raises(IntegrityError, match="has no field 'rows.b'"):
+        store.load(with_path(ref, ("rows", "b")))

@@ -66,7 +66,9 @@ class Values:
             data = self.blobs.get(ref)
         except ObjectNotFoundError as error:
             raise _gone(ref.bucket, ref.key, error) from error
-        return self._decoded(data, f"s3://{ref.bucket}/{ref.key}")
+        document = self._decoded(data, f"s3://{ref.bucket}/{ref.key}")
+        return _select(document, value[values.REF].get("path", []),
+                       f"s3://{ref.bucket}/{ref.key}")
 
     def resolve(self, value: Any) -> Any:
         """`value` with the references where they may stand (`values.refs_in`) replaced by
@@ -119,6 +121,14 @@ class Values:
             return values.decode(data, where)
         except ValueError as error:
             raise IntegrityError(str(error)) from None
+
+
+def _select(document: Any, path: list[str], where: str) -> Any:
+    for name in path:
+        if not isinstance(document, dict) or name not in document:
+            raise IntegrityError(f"{where} has no field {'.'.join(path)!r}")
+        document = document[name]
+    return document
 
 
 def _gone(bucket: str, key: str, error: Exception) -> ObjectNotFoundError:

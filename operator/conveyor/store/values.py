@@ -6,6 +6,9 @@ Two kinds of stored value (DESIGN.md §7):
     {"$ref": {"store": B, "key": K, "size": N, "sha256": H}}
         a document: the value's compact JSON, one object, written by a worker (outputs too
         large to travel inline) or by the operator (inputs too large for a message);
+    {"$ref": {"store": B, "key": K, "size": N, "sha256": H, "path": ["rows"]}}
+        the field `rows` of that document (what `${{ tasks.gen.outputs.rows }}` passes on
+        without reading it);
     {"$ref": {"store": B, "key": P, "size": N, "items": C, "chunks": M}}
         the item outputs of a forEach task, written by the operator as they arrive: M chunk
         objects `P000000.json`, ... under the prefix P, holding C items and N bytes in all;
@@ -22,15 +25,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.store.refs import ObjectRef
-from conveyor.stored import REF, is_ref, ref_id, refs_in
+from conveyor.stored import REF, chunk_key, encode_chunk, is_ref, items_ref, ref_id, refs_in
 
 __all__ = [
-    "REF", "ItemsRef", "Stored", "attempt_key", "chunk_key", "decode", "decode_chunk",
-    "document_ref", "encode", "encode_chunk", "is_ref", "items_prefix", "merge_chunks",
-    "parse", "ref_id", "refs_in", "run_prefix",
+    "REF",
+    "ItemsRef",
+    "Stored",
+    "attempt_key",
+    "chunk_key",
+    "decode",
+    "decode_chunk",
+    "document_ref",
+    "encode",
+    "encode_chunk",
+    "is_ref",
+    "items_prefix",
+    "items_ref",
+    "merge_chunks",
+    "parse",
+    "ref_id",
+    "refs_in",
+    "run_prefix",
 ]
 
-CHUNK_VERSION = 1
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -61,8 +78,7 @@ class ItemsRef:
         return chunk_key(self.prefix, seq)
 
     def to_json(self) -> dict[str, Any]:
-        return {REF: {"store": self.bucket, "key": self.prefix, "size": self.size,
-                      "items": self.items, "chunks": self.chunks}}
+        return items_ref(self.bucket, self.prefix, self.size, self.items, self.chunks)
 
 
 Stored = ObjectRef | ItemsRef
@@ -90,6 +106,9 @@ def parse(value: Any) -> Stored:
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
             raise ValueError(f"{REF}.size, .items and .chunks must be non-negative integers")
         return ItemsRef(bucket, prefix, *numbers)  # type: ignore[arg-type]
+    path = body.get("path", [])
+    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+        raise ValueError(f"{REF}.path must be a list of field names")
     renamed = {("bucket" if k == "store" else k): v for k, v in body.items()}
     try:
         return ObjectRef.from_json(renamed)
@@ -99,15 +118,6 @@ def parse(value: Any) -> Stored:
 
 
 # --- chunks of forEach item outputs ------------------------------------------------------
-
-
-def chunk_key(prefix: str, seq: int) -> str:
-    return f"{prefix}{seq:06d}.json"
-
-
-def encode_chunk(pairs: Iterable[tuple[int, Any]]) -> bytes:
-    """One chunk: item outputs with their indexes, in any order."""
-    return encode({"v": CHUNK_VERSION, "items": [[i, v] for i, v in pairs]})
 
 
 def decode_chunk(data: bytes, where: str) -> list[tuple[int, Any]]:
