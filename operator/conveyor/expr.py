@@ -27,6 +27,7 @@ import cel
 from conveyor import metering
 from conveyor.errors import ExpressionError
 from conveyor.metering import LimitExceeded, Meter, Metered
+from conveyor.stored import is_items_ref, is_ref, with_path
 
 OPEN, CLOSE = "${{", "}}"
 MAX_SOURCE = 4096  # characters of one expression (as spec.tasks[].when allows)
@@ -51,6 +52,9 @@ _LITERALS = frozenset(("true", "false", "null"))
 _PARSER_MESSAGE = re.compile(r'msg: "([^"]*)"')
 
 Variables = Mapping[str, Any]
+# A variable of the engine's own (its prefix is reserved): the ids of the values it read from
+# the object store for this rendering, whose selections the byte budget does not charge.
+LOADED = "__cv_loaded"
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,9 @@ class Expression:
         meter = meter or Meter()
         try:
             if self.selection is not None:
-                value = self._select(variables)
-                meter.charge(value)
+                value, stored = self._select(variables)
+                if not stored:  # a value read from the store is bounded by the store's limit
+                    meter.charge(value)
                 return value
             return self._execute(variables, meter)
         except LimitExceeded as error:
@@ -110,13 +115,20 @@ class Expression:
         meter.check_cpu()
         return to_json(result)
 
-    def _select(self, variables: Variables) -> Any:
+    def _select(self, variables: Variables) -> tuple[Any, bool]:
+        """The selected value, and whether it lies within a value read from the store."""
         names = self.selection
         assert names is not None
         if names[0] not in variables:
             raise ExpressionError(self.path, self.source, f"undeclared reference {names[0]!r}")
+        loaded: frozenset[int] = variables.get(LOADED, frozenset())
         value = variables[names[0]]
-        for name in names[1:]:
+        stored = False
+        for depth, name in enumerate(names[1:], 1):
+            if is_ref(value) and not is_items_ref(value):
+                # A field of a stored document: passed on by reference, never read here.
+                return with_path(value, names[depth:]), True
+            stored = stored or id(value) in loaded
             if not isinstance(value, dict):
                 raise ExpressionError(self.path, self.source,
                                       f"no field {name!r} on a value of type "
@@ -124,7 +136,7 @@ class Expression:
             if name not in value:
                 raise ExpressionError(self.path, self.source, f"no such key: {name!r}")
             value = value[name]
-        return value
+        return value, stored or id(value) in loaded
 
 
 def _shown(source: str) -> str:
@@ -241,6 +253,12 @@ class Template:
     def static(self) -> bool:
         """True when the value holds no expression and renders to itself."""
         return not self.expressions
+
+    @property
+    def selections_only(self) -> bool:
+        """Every expression is a plain field selection (`tasks.gen.outputs.rows`): one that
+        can pass a stored value on by reference without reading it."""
+        return all(e.selection is not None for e in self.expressions)
 
     @property
     def task_refs(self) -> frozenset[str] | None:

@@ -268,7 +268,7 @@ def test_outputs_over_the_cap_fail_with_output_too_large() -> None:
     d.succeed("run-1/a/1", {"blob": "x" * engine.OUTPUT_LIMIT})
     a = d.task("a")
     assert (a["phase"], a["reason"], a["attempts"]) == ("Failed", "OutputTooLarge", 1)
-    assert "exceed the 4096-byte limit" in a["message"]
+    assert "exceed the 4096-byte inline limit: configure an object store" in a["message"]
 
 
 def test_deadline_fails_the_run_and_cancels_what_is_left() -> None:

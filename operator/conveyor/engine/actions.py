@@ -39,4 +39,11 @@ class Persist:
     """The status changed: write it (coalesced), then ack the events that led here."""
 
 
-Action = Publish | SetTimer | EmitRunEvent | Persist
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Read these stored values (`$ref`s) into `RunState.values`, then signal `Loaded`."""
+
+    refs: tuple[Any, ...]
+
+
+Action = Publish | SetTimer | EmitRunEvent | Persist | Load

@@ -13,10 +13,12 @@ dispatched in index order, so the instances never dispatched are always a suffix
 
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from conveyor.names import attempt_id
+from conveyor.stored import items_ref, refs_in
 from conveyor.workflow import CompiledTask, CompiledWorkflow
 
 # Phase codes of one instance (a forEach item, or a plain task's single attempt chain).
@@ -38,6 +40,21 @@ ERROR = "Error"
 CANCELLED_REASON = "Cancelled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 REUSED = "Reused"  # Succeeded in an earlier run; its outputs came with spec.reuse
+STORE_ERROR = "StoreError"  # a stored value the task needs could not be read
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a run's values go when the operator has an object store: the bucket, and the
+    run's key prefix in it, as written (relative to the store's own prefix) and as a
+    reference names it (the full key)."""
+
+    bucket: str
+    prefix: str
+    full_prefix: str
+
+    def items_prefix(self, task: str, full: bool) -> str:
+        return f"{self.full_prefix if full else self.prefix}{task}/items/"
 
 # Timer kinds, in the order timers due at the same instant are handled.
 DEADLINE_TIMER, RETRY_TIMER, TIMEOUT_TIMER = 0, 1, 2
@@ -60,10 +77,14 @@ class TaskState:
         "active",
         "attempt_of",
         "attempts",
+        "chunks",
         "due",
         "failed_items",
         "finished_at",
+        "fixed_ref",
+        "has_refs",
         "items",
+        "items_at",
         "message",
         "next_index",
         "out_bytes",
@@ -73,12 +94,16 @@ class TaskState:
         "reason",
         "spec",
         "started_at",
+        "stored_bytes",
+        "stored_items",
         "succeeded",
+        "taken",
+        "unstored",
         "waiting",
         "worker",
     )
 
-    def __init__(self, spec: CompiledTask) -> None:
+    def __init__(self, spec: CompiledTask, store: StoreTarget | None = None) -> None:
         self.spec = spec
         self.phase = "Pending"
         self.reason: str | None = None
@@ -88,7 +113,8 @@ class TaskState:
         self.finished_at: int | None = None
         self.attempts = 0  # attempts dispatched, over all instances
         self.waiting = len(spec.depends_on)  # dependencies not yet Succeeded/Skipped
-        self.items: list[Any] | None = None  # forEach values; re-evaluated after a rebuild
+        # forEach values (a long list in compressed pages); re-evaluated after a rebuild.
+        self.items: Sequence[Any] | None = None
         self.phases: list[str] = []  # one code per instance; empty until the task is ready
         self.attempt_of: list[int] = []
         self.due: dict[int, int] = {}  # instance -> due time of its timer
@@ -98,6 +124,37 @@ class TaskState:
         self.succeeded = 0
         self.failed_items = 0
         self.out_bytes = 0  # size of the outputs held, against the task's cap
+        # With a store, a forEach task's item outputs go there in chunks, not to the status:
+        # `unstored` holds those not yet taken into a chunk, `taken` those being written.
+        self.items_at: tuple[str, str] | None = None  # (bucket, full key prefix)
+        if store is not None and spec.for_each is not None:
+            self.items_at = (store.bucket, store.items_prefix(spec.name, full=True))
+        self.unstored: dict[int, Any] = {}
+        self.taken: list[tuple[int, Any]] = []
+        self.chunks = 0
+        self.stored_items = 0
+        self.stored_bytes = 0
+        self.fixed_ref: Any = None  # item outputs stored by an earlier run (spec.reuse)
+        self.has_refs = False  # its outputs, as expressions see them, hold a `$ref`
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether the item outputs go to the store (a forEach task, a store configured)."""
+        return self.items_at is not None
+
+    @property
+    def storing(self) -> bool:
+        """Item outputs of this task are not all stored yet: its reference is not final."""
+        return bool(self.unstored or self.taken)
+
+    def items_ref(self) -> Any:
+        """The `$ref` of the item outputs stored so far (None: none are)."""
+        if self.fixed_ref is not None:
+            return self.fixed_ref
+        if self.items_at is None or (not self.chunks and self.phase != "Succeeded"):
+            return None
+        bucket, prefix = self.items_at
+        return items_ref(bucket, prefix, self.stored_bytes, self.stored_items, self.chunks)
 
     @property
     def total(self) -> int:
@@ -110,6 +167,8 @@ class TaskState:
             return {}
         if self.spec.for_each is None:
             return self.outputs[0] if self.outputs else {}
+        if self.offloaded or self.fixed_ref is not None:
+            return self.items_ref()
         return list(self.outputs)
 
 
@@ -117,10 +176,12 @@ class RunState:
     """Progress of one run of one Workflow generation."""
 
     __slots__ = (
+        "blocked",
         "created_at",
         "failed",
         "finished_at",
         "inputs",
+        "loading",
         "main_terminal",
         "message",
         "observed_generation",
@@ -128,19 +189,30 @@ class RunState:
         "outputs",
         "phase",
         "started_at",
+        "store",
         "tasks",
         "terminal",
         "timer_at",
         "timers",
         "uid",
         "unpersisted",
+        "values",
         "views",
         "workflow",
     )
 
     def __init__(self, workflow: CompiledWorkflow, uid: str, inputs: dict[str, Any],
-                 created_at: int) -> None:
+                 created_at: int, *, store: StoreTarget | None = None,
+                 values: Mapping[str, Any] | None = None) -> None:
         self.workflow = workflow
+        self.store = store
+        # Values read from the store, by `stored.ref_id` (the operator's bounded cache): what
+        # expressions see where a status holds a reference.
+        self.values: Mapping[str, Any] = {} if values is None else values
+        # Work waiting for stored values (see tasks.Unresolved): what to try again, by what it
+        # is, and the ids of the values it waits for; and the ids asked for (Load) already.
+        self.blocked: dict[tuple[int, ...], tuple[str, ...]] = {}
+        self.loading: set[str] = set()
         self.uid = uid
         self.inputs = inputs
         self.phase = "Pending"
@@ -150,7 +222,7 @@ class RunState:
         self.message: str | None = None
         self.outputs: dict[str, Any] | None = None
         self.observed_generation: int | None = None
-        self.tasks = [TaskState(t) for t in workflow.tasks]
+        self.tasks = [TaskState(t, store) for t in workflow.tasks]
         self.terminal = 0
         self.main_terminal = 0
         self.failed = False
@@ -172,6 +244,14 @@ class RunState:
         if self.started_at is None or self.workflow.deadline_ms is None:
             return None
         return self.started_at + self.workflow.deadline_ms
+
+
+def show_outputs(run: "RunState", task: TaskState) -> None:
+    """Let expressions see the task's phase and outputs as they are now."""
+    view = run.views[task.spec.name]
+    view["phase"] = task.phase
+    outputs = view["outputs"] = task.result()
+    task.has_refs = bool(refs_in(outputs))
 
 
 def to_ms(seconds: float) -> int:

@@ -29,15 +29,27 @@ from typing import Any
 
 from conveyor.engine import actions as act
 from conveyor.engine import signals as sig
-from conveyor.engine.progress import REUSED, SUCCEEDED, RunState, json_size, next_timer, to_ms
+from conveyor.engine.progress import (
+    REUSED,
+    SUCCEEDED,
+    RunState,
+    StoreTarget,
+    json_size,
+    next_timer,
+    show_outputs,
+    to_ms,
+)
 from conveyor.engine.stepping import Step
+from conveyor.stored import REF, is_items_ref
 from conveyor.workflow import CompiledWorkflow
 
 
 def new_run(workflow: CompiledWorkflow, uid: str, inputs: dict[str, Any], now: float,
-            reuse: Mapping[str, Any] | None = None) -> RunState:
-    """A run in phase Pending; `Start` it once admitted. `reuse` is the run's spec.reuse."""
-    run = RunState(workflow, uid, inputs, to_ms(now))
+            reuse: Mapping[str, Any] | None = None, *, store: StoreTarget | None = None,
+            values: Mapping[str, Any] | None = None) -> RunState:
+    """A run in phase Pending; `Start` it once admitted. `reuse` is the run's spec.reuse;
+    `store` and `values` as for `RunState`."""
+    run = RunState(workflow, uid, inputs, to_ms(now), store=store, values=values)
     if reuse:
         seed(run, reuse)
     return run
@@ -61,21 +73,29 @@ def seed(run: RunState, reuse: Mapping[str, Any]) -> list[str]:
         if spec.name not in reuse or task.phase != "Pending":
             continue
         outputs = reuse[spec.name]
+        count = None
         if spec.for_each is None:
             outputs = [{} if outputs is None else outputs]
+        elif is_items_ref(outputs):
+            # Stored by the earlier run: referenced, never copied (its objects stay while a
+            # run reuses them: see the operator's store cleanup).
+            count = int(outputs[REF]["items"])
+            task.fixed_ref = outputs
+            outputs = []
         elif not isinstance(outputs, list):
             continue
-        task.phases = [SUCCEEDED] * len(outputs)
+        count = len(outputs) if count is None else count
+        task.phases = [SUCCEEDED] * count
         # What `status.from_status` rebuilds for the same status, so the two agree.
-        task.attempt_of = [0] if spec.for_each is None else [1] * len(outputs)
-        task.outputs = list(outputs)
-        task.next_index = task.succeeded = len(outputs)
+        task.attempt_of = [0] if spec.for_each is None else [1] * count
+        task.outputs = list(outputs) or [None] * count
+        task.next_index = task.succeeded = count
         task.out_bytes = sum(json_size(o) for o in outputs)
         run.out_bytes += task.out_bytes
         task.phase, task.reason, task.finished_at = "Succeeded", REUSED, run.created_at
         run.terminal += 1
         run.main_terminal += 1
-        run.views[spec.name] = {"phase": "Succeeded", "outputs": task.result()}
+        show_outputs(run, task)
         seeded.append(spec.name)
     # Dependents count only unsatisfied dependencies, exactly as `status` rebuilds them.
     for task in run.tasks:

@@ -6,7 +6,8 @@ their `TaskEvent` messages by `from_message`). "Event" is kept for messages on t
 `conveyor.events` exchange and for Kubernetes Events; what the engine consumes is a signal.
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.models import TaskEvent
@@ -78,8 +79,18 @@ class TaskLost:
     attempt_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """Stored values the run asked for (`Load`) are in `RunState.values` now (`loaded`, by
+    `stored.ref_id`), or could not be read (`failed`: id -> why, naming store and key); or
+    item outputs were stored (both empty). What waited for them is tried again."""
+
+    loaded: tuple[str, ...] = ()
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+
 Signal = (Start | Cancel | Tick | Persisted | TaskStarted | TaskHeartbeat | TaskSucceeded
-          | TaskFailed | TaskLost)
+          | TaskFailed | TaskLost | Loaded)
 AttemptSignal = TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed | TaskLost
 
 

@@ -13,6 +13,8 @@ re-armed from the due times.
 
 import calendar
 import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,10 +34,13 @@ from conveyor.engine.progress import (
     TIMEOUT_TIMER,
     UPSTREAM_FAILED,
     RunState,
+    StoreTarget,
     TaskState,
     json_size,
+    show_outputs,
 )
 from conveyor.errors import InvalidStatusError
+from conveyor.stored import REF, chunk_key, encode_chunk, is_items_ref
 from conveyor.workflow import CompiledWorkflow
 
 _CODE_OF_PHASE = {"Queued": QUEUED, "Running": RUNNING, "Retrying": RETRYING,
@@ -155,6 +160,12 @@ def _task_status(task: TaskState) -> dict[str, Any]:
     if task.spec.for_each is None:
         if task.outputs and task.outputs[0] not in (None, {}):
             entry["outputs"] = task.outputs[0]
+    elif task.offloaded or task.fixed_ref is not None:
+        ref = task.items_ref()
+        if ref is not None:
+            entry["outputs"] = ref
+        if task.phases or task.phase == "Succeeded":
+            entry["items"] = _items_status(task)
     elif task.phases or task.phase == "Succeeded":
         held = task.outputs
         end = len(held)
@@ -191,19 +202,22 @@ def _items_status(task: TaskState) -> dict[str, Any]:
 
 
 def from_status(workflow: CompiledWorkflow, uid: str, inputs: dict[str, Any],
-                status: dict[str, Any]) -> RunState:
-    """Rebuild a run from its status; InvalidStatusError if the status cannot be one."""
+                status: dict[str, Any], *, store: StoreTarget | None = None,
+                values: Mapping[str, Any] | None = None) -> RunState:
+    """Rebuild a run from its status; InvalidStatusError if the status cannot be one.
+    `store` and `values` as for `RunState`."""
     try:
-        return _rebuild(workflow, uid, inputs, status)
+        return _rebuild(workflow, uid, inputs, status, store=store, values=values)
     except (KeyError, ValueError, TypeError, IndexError) as error:
         raise InvalidStatusError(f"status of run {uid} cannot be rebuilt: {error!r}") from error
 
 
 def _rebuild(workflow: CompiledWorkflow, uid: str, inputs: dict[str, Any],
-             status: dict[str, Any]) -> RunState:
+             status: dict[str, Any], *, store: StoreTarget | None,
+             values: Mapping[str, Any] | None) -> RunState:
     condition = next((c for c in status.get("conditions", []) if c["type"] == "Succeeded"), None)
     created = parse_time(condition["lastTransitionTime"]) if condition else 0
-    run = RunState(workflow, uid, inputs, created)
+    run = RunState(workflow, uid, inputs, created, store=store, values=values)
     run.phase = status.get("phase", "Pending")
     run.observed_generation = status.get("observedGeneration")
     run.started_at = _time(status.get("startedAt"))
@@ -251,7 +265,7 @@ def _rebuild_task(run: RunState, task: TaskState, entry: dict[str, Any]) -> None
         if not spec.is_finally:
             run.main_terminal += 1
         run.failed = run.failed or task.phase == "Failed"
-    run.views[spec.name] = {"phase": task.phase, "outputs": task.result()}
+    show_outputs(run, task)
 
 
 def _rebuild_plain(run: RunState, task: TaskState, entry: dict[str, Any]) -> None:
@@ -287,7 +301,11 @@ def _rebuild_items(run: RunState, task: TaskState, entry: dict[str, Any]) -> Non
                          f"{items['total']} items")
     task.phases = phases
     count = len(phases)
-    held = list(entry.get("outputs") or [])
+    stored = entry.get("outputs")
+    if is_items_ref(stored):
+        adopt_items_ref(task, stored)
+        stored = None
+    held = list(stored or [])
     task.outputs = held + [None] * (count - len(held))
     task.attempt_of = [1] * count
     task.next_index = phases.index(PENDING) if PENDING in phases else count
@@ -304,3 +322,69 @@ def _rebuild_items(run: RunState, task: TaskState, entry: dict[str, Any]) -> Non
             heapq.heappush(run.timers, (due, kind, task.spec.position, i, special["attempt"]))
     task.out_bytes = sum(json_size(o) for o in task.outputs if o is not None)
     run.out_bytes += task.out_bytes
+
+
+def adopt_items_ref(task: TaskState, ref: Any) -> None:
+    """Item outputs stored under `ref`: this run's own (it goes on adding chunks), or an
+    earlier run's, reused (kept as it is)."""
+    body = ref[REF]
+    if task.items_at is not None and body["key"] == task.items_at[1]:
+        task.chunks, task.stored_items = int(body["chunks"]), int(body["items"])
+        task.stored_bytes = int(body["size"])
+    else:
+        task.fixed_ref = ref
+
+
+# --- item outputs to the store -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Item outputs of one forEach task to write as one object, before the status that
+    counts them (`take_chunks`)."""
+
+    task: str
+    key: str
+    """Relative to the store's prefix, as `ObjectStore.put` takes it."""
+    data: bytes
+    items: int
+
+
+def take_chunks(run: RunState) -> list[Chunk]:
+    """The item outputs not stored yet, one chunk per task, now counted in the run's state
+    (so `to_status` right after describes them stored): write them before that status, or
+    give them back with `return_chunks` if the write fails."""
+    store = run.store
+    if store is None:
+        return []
+    chunks = []
+    for task in run.tasks:
+        if not task.unstored or task.taken:
+            continue
+        pairs = sorted(task.unstored.items())
+        task.unstored = {}
+        task.taken = pairs
+        data = encode_chunk(pairs)
+        key = chunk_key(store.items_prefix(task.spec.name, full=False), task.chunks)
+        task.chunks += 1
+        task.stored_items += len(pairs)
+        task.stored_bytes += len(data)
+        chunks.append(Chunk(task.spec.name, key, data, len(pairs)))
+    return chunks
+
+
+def chunks_stored(run: RunState, chunks: list[Chunk]) -> None:
+    """The chunks are in the store."""
+    for chunk in chunks:
+        run.tasks[run.workflow.by_name[chunk.task].position].taken = []
+
+
+def return_chunks(run: RunState, chunks: list[Chunk]) -> None:
+    """The chunks could not be written: count them out again, their items unstored."""
+    for chunk in chunks:
+        task = run.tasks[run.workflow.by_name[chunk.task].position]
+        task.chunks -= 1
+        task.stored_items -= chunk.items
+        task.stored_bytes -= len(chunk.data)
+        task.unstored.update(task.taken)
+        task.taken = []

@@ -4,6 +4,7 @@ nothing more follows. Task-level changes are in tasks.py; the rules in rules.py.
 """
 
 import heapq
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.engine import actions as act
@@ -15,15 +16,26 @@ from conveyor.engine.progress import (
     ERROR,
     QUEUED,
     RETRY_TIMER,
+    RETRYING,
     RUN_TERMINAL,
     RUNNING,
+    STORE_ERROR,
     TERMINAL,
     TIMEOUT,
     UPSTREAM_FAILED,
     json_size,
     timer_valid,
 )
-from conveyor.engine.tasks import TASK_OUTPUTS_LIMIT, TaskSteps, describe
+from conveyor.engine.tasks import (
+    COMPLETE,
+    FILL,
+    READY,
+    RETRY,
+    TASK_OUTPUTS_LIMIT,
+    TaskSteps,
+    Unresolved,
+    describe,
+)
 from conveyor.errors import ExpressionError
 from conveyor.names import parse_attempt_id
 
@@ -49,6 +61,11 @@ class Step(TaskSteps):
             if run.phase == "Running":
                 self.on_tick()
                 self.fill_held_back()  # after a rebuild, say: nothing else would
+                self.resume_stalled()
+        elif kind is sig.Loaded:
+            if run.phase == "Running":
+                self.changed = True
+                self.unblock(event.loaded, event.failed)  # type: ignore[union-attr]
         elif kind is sig.Persisted:
             run.unpersisted = max(0, run.unpersisted - event.dispatched)  # type: ignore[union-attr]
             if run.phase == "Running":
@@ -118,8 +135,7 @@ class Step(TaskSteps):
             task = run.tasks[position]
             self.changed = True
             if kind == RETRY_TIMER:
-                task.due.pop(index, None)
-                self.dispatch(task, index, attempt + 1)
+                self.retry(task, index, attempt, task.due.pop(index))
             else:
                 seconds = (task.spec.timeout_ms or 0) // 1000
                 self.attempt_failed(task, index, f"attempt {attempt} timed out after {seconds}s",
@@ -156,15 +172,71 @@ class Step(TaskSteps):
         if run.phase == "Running" and run.terminal == len(tasks):
             self.complete()
 
+    def unblock(self, loaded: Sequence[str], failed: Mapping[str, str]) -> None:
+        """Stored values were read (`loaded`), could not be (`failed`: id -> why), or item
+        outputs were stored: try again what waited. What waited on a value that failed
+        fails, naming the store and the key."""
+        run = self.run
+        run.loading.difference_update(loaded)
+        run.loading.difference_update(failed)
+        waiting, run.blocked = run.blocked, {}
+        for what, ids in waiting.items():
+            why = next((failed[i] for i in ids if i in failed), None)
+            kind = what[0]
+            if kind == COMPLETE:
+                if run.phase == "Running":
+                    self.complete(why)
+                continue
+            task = run.tasks[what[1]]
+            if task.phase in TERMINAL:
+                continue
+            if why is not None:
+                self.fail(task, STORE_ERROR, f"cannot read a stored value: {why}")
+            elif kind == READY:
+                if task.phase == "Pending":
+                    self.ready(task)
+            elif kind == FILL:
+                self.fill(task)
+            elif kind == RETRY:
+                i, attempt, due = what[2:]
+                if (task.phases[i] == RETRYING and task.attempt_of[i] == attempt
+                        and task.due.get(i) == due):
+                    task.due.pop(i, None)
+                    self.retry(task, i, attempt, due)
+            elif task.phases[what[2]] == QUEUED and task.attempt_of[what[2]] == what[3]:
+                self.redispatch(task, what[2])
+
+    def resume_stalled(self) -> None:
+        """After a rebuild, what waited for stored values when the status was written waits
+        in no one's memory: a task ready but Pending, a run whose tasks all ended. Try them
+        again (each waits anew if it must)."""
+        run = self.run
+        if run.blocked:
+            return  # waiting in this operator's memory: its Loaded will come
+        main = run.workflow.main_count
+        for position, task in enumerate(run.tasks):
+            if task.phase != "Pending" or task.waiting:
+                continue
+            if position < main or task.spec.depends_on or run.main_terminal == main:
+                self.ready(task)
+        self.settle()
+
     # --- the run -------------------------------------------------------------------------
 
-    def complete(self) -> None:
-        """Every task is terminal: the run succeeds with its outputs, or fails."""
+    def complete(self, failure: str | None = None) -> None:
+        """Every task is terminal: the run succeeds with its outputs, or fails. Outputs that
+        select stored values keep their references; others wait for the values."""
         run = self.run
         outputs: dict[str, Any] | None = None
-        if not run.failed:
+        template = run.workflow.outputs
+        if failure is not None:
+            run.message = f"spec.outputs: cannot read a stored value: {failure}"
+        elif not run.failed:
             try:
-                outputs = run.workflow.outputs.render(self.variables())
+                outputs = template.render(self.scope(template, passthrough=True))
+            except Unresolved as unresolved:
+                self.block((COMPLETE,), unresolved)
+                return
             except ExpressionError as error:
                 run.message = str(error)
             else:

@@ -6,9 +6,11 @@ rules.py.
 
 import heapq
 from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.engine import actions as act
+from conveyor.engine.pages import PAGE_ITEMS, PagedItems
 from conveyor.engine.progress import (
     ACTIVE,
     CANCELLED,
@@ -27,9 +29,12 @@ from conveyor.engine.progress import (
     RunState,
     TaskState,
     json_size,
+    show_outputs,
 )
 from conveyor.errors import ExpressionError
+from conveyor.expr import LOADED, Template
 from conveyor.names import attempt_id
+from conveyor.stored import is_ref, ref_id
 
 OUTPUT_LIMIT = 4 * 1024
 # forEach items dispatched between two persisted statuses of a run, at most: a status write
@@ -39,6 +44,23 @@ OUTPUT_LIMIT = 4 * 1024
 DISPATCH_BATCH = 5000
 TASK_OUTPUTS_LIMIT = 256 * 1024
 RUN_OUTPUTS_LIMIT = 1024 * 1024
+NO_STORE = ("configure an object store (CONVEYOR_S3_BUCKET and the other CONVEYOR_S3_* "
+            "settings of the operator and its workers; the chart's store.* values) so larger "
+            "outputs travel by reference")
+
+# What waits for stored values (`RunState.blocked` keys): a task to become ready, a forEach
+# to dispatch its next item, an instance's retry or re-dispatch, the run's outputs.
+READY, FILL, RETRY, LOST, COMPLETE = range(5)
+
+
+class Unresolved(Exception):  # noqa: N818 - control flow inside a step, not an error
+    """A rendering needs stored values that are not in memory (`refs`, to Load), or item
+    outputs still being written to the store (`refs` empty: the flush that writes them
+    tries again)."""
+
+    def __init__(self, refs: list[Any]) -> None:
+        super().__init__(refs)
+        self.refs = refs
 
 
 class TaskSteps:
@@ -75,22 +97,28 @@ class TaskSteps:
             outputs = {}
         size = json_size(outputs)
         where = "" if task.spec.for_each is None else f"item {i} "
+        offloaded = task.offloaded  # item outputs go to the store, not the status
         too_large = None
         if size > OUTPUT_LIMIT:
-            too_large = f"{where}outputs of {size} bytes exceed the {OUTPUT_LIMIT}-byte limit"
-        elif task.out_bytes + size > TASK_OUTPUTS_LIMIT:
-            too_large = f"outputs exceed the task's {TASK_OUTPUTS_LIMIT}-byte limit at {where}"
-        elif self.run.out_bytes + size > RUN_OUTPUTS_LIMIT:
-            too_large = f"outputs exceed the run's {RUN_OUTPUTS_LIMIT}-byte limit"
+            too_large = (f"{where}outputs of {size} bytes exceed the {OUTPUT_LIMIT}-byte "
+                         f"inline limit: {NO_STORE}")
+        elif not offloaded and task.out_bytes + size > TASK_OUTPUTS_LIMIT:
+            too_large = (f"outputs exceed the task's {TASK_OUTPUTS_LIMIT}-byte limit at "
+                         f"{where}: {NO_STORE}")
+        elif not offloaded and self.run.out_bytes + size > RUN_OUTPUTS_LIMIT:
+            too_large = f"outputs exceed the run's {RUN_OUTPUTS_LIMIT}-byte limit: {NO_STORE}"
         if too_large is not None:
             self.attempt_failed(task, i, too_large.strip(), False, reason=OUTPUT_TOO_LARGE,
                                 worker=worker)
             return
         self.changed = True
         task.phases[i] = SUCCEEDED
-        task.outputs[i] = outputs
-        task.out_bytes += size
-        self.run.out_bytes += size
+        if offloaded:
+            task.unstored[i] = outputs
+        else:
+            task.outputs[i] = outputs
+            task.out_bytes += size
+            self.run.out_bytes += size
         task.succeeded += 1
         task.active -= 1
         task.due.pop(i, None)
@@ -129,12 +157,19 @@ class TaskSteps:
     # --- tasks ---------------------------------------------------------------------------
 
     def ready(self, task: TaskState) -> None:
-        """Every dependency is satisfied: decide, expand and dispatch."""
+        """Every dependency is satisfied: decide, expand and dispatch; or, when that needs
+        stored values not read yet, wait for them (Pending still)."""
+        try:
+            self._ready(task)
+        except Unresolved as unresolved:
+            self.block((READY, task.spec.position), unresolved)
+
+    def _ready(self, task: TaskState) -> None:
         spec = task.spec
         self.changed = True
         if spec.when is not None:
             try:
-                decision = spec.when.render(self.variables())
+                decision = spec.when.render(self.scope(spec.when))
             except ExpressionError as error:
                 self.fail(task, EXPRESSION_ERROR, str(error))
                 return
@@ -164,14 +199,15 @@ class TaskSteps:
         else:
             self.fill(task)
 
-    def items(self, task: TaskState) -> list[Any] | None:
-        """The forEach list (evaluated once, or again after a rebuild); None if it failed."""
+    def items(self, task: TaskState) -> Sequence[Any] | None:
+        """The forEach list (evaluated once, or again after a rebuild); None if it failed.
+        A long one is kept in compressed pages (a stored list of 100,000 items, say)."""
         if task.items is not None:
             return task.items
         spec = task.spec
         assert spec.for_each is not None
         try:
-            value = spec.for_each.render(self.variables())
+            value = spec.for_each.render(self.scope(spec.for_each))
         except ExpressionError as error:
             self.fail(task, EXPRESSION_ERROR, str(error))
             return None
@@ -179,8 +215,8 @@ class TaskSteps:
             self.fail(task, INVALID_FOR_EACH,
                       f"{spec.path}.forEach: expected a list, got {describe(value)}")
             return None
-        task.items = value
-        return value
+        task.items = PagedItems(value) if len(value) > PAGE_ITEMS else value
+        return task.items
 
     def fill(self, task: TaskState) -> None:
         """Dispatch never-dispatched instances while the task's parallelism allows, and, for
@@ -192,15 +228,21 @@ class TaskSteps:
         run = self.run
         batched = task.spec.for_each is not None
         while task.next_index < total and (limit is None or task.active < limit):
-            if batched:
-                if run.unpersisted >= DISPATCH_BATCH:
-                    return
-                run.unpersisted += 1
+            if batched and run.unpersisted >= DISPATCH_BATCH:
+                return
             i = task.next_index
+            try:
+                publish = self.publication(task, i, 1)
+            except Unresolved as unresolved:
+                self.block((FILL, task.spec.position), unresolved)
+                return
+            if publish is None:
+                return
+            if batched:
+                run.unpersisted += 1
             task.next_index += 1
             task.active += 1
-            if not self.dispatch(task, i, 1):
-                return
+            self.send(task, i, 1, publish)
 
     def fill_held_back(self) -> None:
         """Dispatch what `fill` held back for a persisted status, as far as it now may."""
@@ -212,21 +254,33 @@ class TaskSteps:
                 if task.next_index != before:
                     self.changed = True
 
-    def dispatch(self, task: TaskState, i: int, attempt: int) -> bool:
-        """Publish attempt `attempt` of instance `i`; False if its inputs failed to render."""
-        publish = self.publication(task, i, attempt)
-        if publish is None:
-            return False
+    def retry(self, task: TaskState, i: int, attempt: int, due: int) -> None:
+        """Attempt `attempt` of instance `i` failed and its backoff is over: publish the next
+        one; or wait for stored values, keeping the due time (so a status written meanwhile
+        still says when it was due, and a rebuild arms it again)."""
+        try:
+            publish = self.publication(task, i, attempt + 1)
+        except Unresolved as unresolved:
+            task.due[i] = due
+            self.block((RETRY, task.spec.position, i, attempt, due), unresolved)
+            return
+        if publish is not None:
+            self.send(task, i, attempt + 1, publish)
+
+    def send(self, task: TaskState, i: int, attempt: int, publish: act.Publish) -> None:
         task.attempt_of[i] = attempt
         task.attempts += 1
         self.queued(task, i, publish)
-        return True
 
     def redispatch(self, task: TaskState, i: int) -> None:
         """The current attempt of instance `i` lost its message: publish it again, same id
         and inputs (they render from what has not changed since), Queued again. A timeout
         counts from the start its new message reports."""
-        publish = self.publication(task, i, task.attempt_of[i])
+        try:
+            publish = self.publication(task, i, task.attempt_of[i])
+        except Unresolved as unresolved:
+            self.block((LOST, task.spec.position, i, task.attempt_of[i]), unresolved)
+            return
         if publish is None:
             return
         self.changed = True
@@ -242,10 +296,11 @@ class TaskSteps:
 
     def publication(self, task: TaskState, i: int, attempt: int) -> act.Publish | None:
         """The message of attempt `attempt` of instance `i`; None if its inputs failed to
-        render (the task has failed then)."""
+        render (the task has failed then); Unresolved if they need stored values first.
+        Inputs that only select stored values pass them on by reference."""
         spec = task.spec
         index: int | None = None
-        variables = self.variables()
+        variables = self.scope(spec.inputs, passthrough=True)
         if spec.for_each is not None:
             items = self.items(task)
             if items is None:
@@ -297,15 +352,80 @@ class TaskSteps:
             run.main_terminal += 1
         if phase == "Failed":
             run.failed = True
-        view = run.views[task.spec.name]
-        view["phase"] = phase
-        view["outputs"] = task.result()
+        show_outputs(run, task)
         self.finished.append(task)
 
     def variables(self) -> dict[str, Any]:
         """What expressions see, `item` and `index` aside."""
         run = self.run
         return {"inputs": run.inputs, "tasks": run.views, "run": {"failed": run.failed}}
+
+    def scope(self, template: Template, passthrough: bool = False) -> dict[str, Any]:
+        """What `template` sees, stored outputs of the tasks it reads included: as values
+        from `run.values`, or, with `passthrough` and only plain selections, as the
+        references themselves (a worker reads them). Unresolved when a value it needs is not
+        in memory, or a forEach task it reads is still storing its item outputs."""
+        variables = self.variables()
+        run = self.run
+        names = template.task_refs
+        by_name = run.workflow.by_name
+        if names is None:
+            readers = [t for t in run.tasks if t.has_refs]
+        else:
+            readers = [run.tasks[by_name[n].position] for n in names if n in by_name]
+            readers = [t for t in readers if t.has_refs]
+        if not readers:
+            return variables
+        if any(t.storing for t in readers):
+            raise Unresolved([])
+        if passthrough and template.selections_only:
+            return variables
+        views = dict(run.views)
+        missing: list[Any] = []
+        loaded: set[int] = set()
+        for t in readers:
+            name = t.spec.name
+            views[name] = {**views[name],
+                           "outputs": _resolved(views[name]["outputs"], run.values, missing,
+                                                loaded)}
+        if missing:
+            raise Unresolved(missing)
+        variables["tasks"] = views
+        variables[LOADED] = frozenset(loaded)
+        return variables
+
+    # --- waiting for stored values -----------------------------------------------------
+
+    def block(self, what: tuple[int, ...], unresolved: Unresolved) -> None:
+        """`what` waits for stored values: ask for those not asked for yet (Load); the
+        `Loaded` that follows tries it again."""
+        self.changed = True
+        run = self.run
+        ids = tuple(ref_id(r) for r in unresolved.refs)
+        run.blocked[what] = ids
+        wanted = [r for r, i in zip(unresolved.refs, ids, strict=True) if i not in run.loading]
+        if wanted:
+            run.loading.update(ref_id(r) for r in wanted)
+            self.actions.append(act.Load(tuple(wanted)))
+
+
+def _resolved(outputs: Any, values: Mapping[str, Any], missing: list[Any],
+              loaded: set[int]) -> Any:
+    """`outputs` with the references in it (itself, or items of a list) replaced by their
+    values from `values`; those not there are added to `missing`."""
+    if is_ref(outputs):
+        value = values.get(ref_id(outputs), _ABSENT)
+        if value is _ABSENT:
+            missing.append(outputs)
+            return outputs
+        loaded.add(id(value))
+        return value
+    if isinstance(outputs, list):
+        return [_resolved(o, values, missing, loaded) if is_ref(o) else o for o in outputs]
+    return outputs
+
+
+_ABSENT = object()
 
 
 def describe(value: Any) -> str:
