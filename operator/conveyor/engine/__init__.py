@@ -9,16 +9,23 @@ Its public face, all a caller needs:
     status      to_status / from_status: progress to the WorkflowRun status and back
     signals     what the engine is told: Start, Cancel, Tick, Task* reports of workers,
                 TaskLost (the operator found an attempt's message gone)
-    actions     what it decides: Publish, SetTimer, EmitRunEvent, Persist
+    actions     what it decides: Publish, SetTimer, EmitRunEvent, Persist, Load (read
+                stored values; `Loaded` tells it they are in `RunState.values`)
+    pages       PagedItems: a long forEach list held compressed, a page decoded at a time
+
+With an object store (`StoreTarget`), a forEach task's item outputs go there in chunks:
+`take_chunks` before each status write, `chunks_stored` or `return_chunks` after.
 
 The operator owns the clock and the I/O; the engine owns the rules.
 """
 
-from conveyor.engine.actions import Action, EmitRunEvent, Persist, Publish, SetTimer
+from conveyor.engine.actions import Action, EmitRunEvent, Load, Persist, Publish, SetTimer
+from conveyor.engine.pages import PagedItems
 from conveyor.engine.progress import (
     RUN_TERMINAL,
     TERMINAL,
     RunState,
+    StoreTarget,
     TaskState,
     in_flight,
     next_timer,
@@ -28,6 +35,7 @@ from conveyor.engine.rules import admit, apply, new_run, seed
 from conveyor.engine.signals import (
     AttemptSignal,
     Cancel,
+    Loaded,
     Persisted,
     Signal,
     Start,
@@ -39,7 +47,16 @@ from conveyor.engine.signals import (
     Tick,
     from_message,
 )
-from conveyor.engine.status import format_time, from_status, parse_time, to_status
+from conveyor.engine.status import (
+    Chunk,
+    chunks_stored,
+    format_time,
+    from_status,
+    parse_time,
+    return_chunks,
+    take_chunks,
+    to_status,
+)
 from conveyor.engine.tasks import OUTPUT_LIMIT, RUN_OUTPUTS_LIMIT, TASK_OUTPUTS_LIMIT
 from conveyor.names import parse_attempt_id
 
@@ -52,7 +69,11 @@ __all__ = [
     "Action",
     "AttemptSignal",
     "Cancel",
+    "Chunk",
     "EmitRunEvent",
+    "Load",
+    "Loaded",
+    "PagedItems",
     "Persist",
     "Persisted",
     "Publish",
@@ -60,6 +81,7 @@ __all__ = [
     "SetTimer",
     "Signal",
     "Start",
+    "StoreTarget",
     "TaskFailed",
     "TaskHeartbeat",
     "TaskLost",
@@ -69,6 +91,7 @@ __all__ = [
     "Tick",
     "admit",
     "apply",
+    "chunks_stored",
     "format_time",
     "from_message",
     "from_status",
@@ -77,7 +100,9 @@ __all__ = [
     "next_timer",
     "parse_attempt_id",
     "parse_time",
+    "return_chunks",
     "seed",
+    "take_chunks",
     "to_ms",
     "to_status",
 ]

@@ -369,6 +369,7 @@ def take_chunks(run: RunState) -> list[Chunk]:
         task.chunks += 1
         task.stored_items += len(pairs)
         task.stored_bytes += len(data)
+        show_outputs(run, task)  # a finished task's reference counts these items now
         chunks.append(Chunk(task.spec.name, key, data, len(pairs)))
     return chunks
 
@@ -388,3 +389,4 @@ def return_chunks(run: RunState, chunks: list[Chunk]) -> None:
         task.stored_bytes -= len(chunk.data)
         task.unstored.update(task.taken)
         task.taken = []
+        show_outputs(run, task)
