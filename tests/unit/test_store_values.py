@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.store import IntegrityError, ObjectNotFoundError, ObjectRef, TooLargeError, Values
 from conveyor.store import values as v
-from conveyor.stored import is_ref, refs_in
+from conveyor.stored import is_ref, refs_in, with_path
 
 
 class MemoryBlobs:
@@ -105,10 +105,8 @@ def test_references_are_found_only_where_they_may_stand():
 
 
 def test_a_reference_narrowed_to_a_field_reads_that_field():
-    from conveyor.stored import with_path
-
     store = Values(MemoryBlobs())
     ref = store.save("k.json", {"rows": {"a": [1, 2]}, "other": "x" * 100})
     assert store.load(with_path(ref, ("rows", "a"))) == [1, 2]
-    with pytest.raises(IntegrityError, match="has no field 'rows.b'"):
+    with pytest.raises(IntegrityError, match=r"has no field 'rows\.b'"):
         store.load(with_path(ref, ("rows", "b")))
