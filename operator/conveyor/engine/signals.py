@@ -89,8 +89,16 @@ class Loaded:
     failed: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreFailed:
+    """The item outputs of the run's forEach tasks cannot be stored (`message` names the
+    store and why): the run fails, rather than wait for ever on what it cannot persist."""
+
+    message: str
+
+
 Signal = (Start | Cancel | Tick | Persisted | TaskStarted | TaskHeartbeat | TaskSucceeded
-          | TaskFailed | TaskLost | Loaded)
+          | TaskFailed | TaskLost | Loaded | StoreFailed)
 AttemptSignal = TaskStarted | TaskHeartbeat | TaskSucceeded | TaskFailed | TaskLost
 
 

@@ -62,6 +62,12 @@ class Step(TaskSteps):
                 self.on_tick()
                 self.fill_held_back()  # after a rebuild, say: nothing else would
                 self.resume_stalled()
+        elif kind is sig.StoreFailed:
+            if run.phase not in RUN_TERMINAL:
+                for task in run.tasks:  # nothing more is written for it
+                    task.unstored, task.taken = {}, []
+                self.stop("Failed", STORE_ERROR,
+                          f"cannot store item outputs: {event.message}")  # type: ignore[union-attr]
         elif kind is sig.Loaded:
             if run.phase == "Running":
                 self.changed = True
