@@ -85,7 +85,9 @@ def workers(broker: BrokerSettings, tmp_path: Path) -> Iterator[Callable[..., Wo
         name = f"worker-{len(started)}"
         log = tmp_path / f"{name}.log"
         environment = {
-            **os.environ,
+            # A store only for the tests that give one (store_env): CONVEYOR_S3_BUCKET in the
+            # test's own environment (external mode) would change what every worker does.
+            **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_S3_")},
             "CONVEYOR_AMQP_URL": broker.url, "CONVEYOR_QUEUE": queue.name,
             "CONVEYOR_TASK_TYPE": queue.task_type, "CONVEYOR_CONCURRENCY": str(concurrency),
             "CONVEYOR_WORKER_NAME": name, "CONVEYOR_METRICS_PORT": "0",

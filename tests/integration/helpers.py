@@ -16,6 +16,7 @@ from conveyor.broker import Admin, BrokerSettings, Delivery, Link
 from conveyor.broker.codec import decode_event, encode_task
 from conveyor.broker.connection import connection_parameters
 from conveyor.models import TaskEvent, TaskMessage
+from conveyor.store import StoreSettings
 from support.waiting import eventually
 
 
@@ -118,3 +119,17 @@ def wait_consuming(admin: Admin, queue: TaskQueue, consumers: int, timeout: floa
         return stats is not None and stats.consumers >= consumers
 
     eventually(check, timeout, what=f"{consumers} consumers on {queue.name}")
+
+
+def store_env(settings: StoreSettings) -> dict[str, str]:
+    """The CONVEYOR_S3_* settings a worker reads, for `settings` (every one of them, so
+    nothing of the test's own environment leaks in)."""
+    return {
+        "CONVEYOR_S3_BUCKET": settings.bucket,
+        "CONVEYOR_S3_ENDPOINT": settings.endpoint or "",
+        "CONVEYOR_S3_REGION": settings.region,
+        "CONVEYOR_S3_ACCESS_KEY": settings.access_key,
+        "CONVEYOR_S3_SECRET_KEY": settings.secret_key,
+        "CONVEYOR_S3_CA_FILE": str(settings.ca_file or ""),
+        "CONVEYOR_S3_PREFIX": settings.prefix,
+    }

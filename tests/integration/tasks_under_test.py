@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -46,3 +49,21 @@ def flaky(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 @task("noop-async")
 async def noop_async(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return {"async": True}
+
+
+def blob_of(size: int, seed: int) -> str:
+    """`size` characters the same for every caller with the same seed (hex of seeded random
+    bytes: no run of them compresses, as real outputs may not)."""
+    return random.Random(seed).randbytes((size + 1) // 2).hex()[:size]
+
+
+@task("blob")
+def blob(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Makes outputs of `inputs.size` characters, or (given `inputs.data`) says what it got:
+    the two ends of a value passed by reference."""
+    if "data" in inputs:
+        data = inputs["data"]
+        text = json.dumps(data, separators=(",", ":"))
+        return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "length": len(text),
+                "type": type(data).__name__}
+    return {"blob": blob_of(int(inputs["size"]), int(inputs.get("seed", 0)))}

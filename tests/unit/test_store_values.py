@@ -7,28 +7,10 @@ from typing import Any
 
 import pytest
 
-from conveyor.store import IntegrityError, ObjectNotFoundError, ObjectRef, TooLargeError, Values
+from conveyor.store import IntegrityError, ObjectNotFoundError, TooLargeError, Values
 from conveyor.store import values as v
 from conveyor.stored import is_ref, refs_in, with_path
-
-
-class MemoryBlobs:
-    """Objects in a dict, under the prefix `p/` of the bucket `b`, as ObjectStore keeps them."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, data: bytes) -> ObjectRef:
-        self.objects["p/" + key] = data
-        return ObjectRef.of("b", "p/" + key, data)
-
-    def get(self, ref: ObjectRef) -> bytes:
-        return ref.verify(self.read(ref.bucket, ref.key, ref.size))
-
-    def read(self, bucket: str, key: str, limit: int) -> bytes:
-        if key not in self.objects:
-            raise ObjectNotFoundError(f"get s3://{bucket}/{key}: the store answered 404")
-        return self.objects[key][: limit + 1]
+from unit.blobs import MemoryBlobs
 
 
 def test_a_document_reads_back_as_the_value_it_stands_for():

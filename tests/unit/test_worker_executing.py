@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.models import TaskMessage
 from conveyor.worker import Retryable, TaskContext, task
-from conveyor.worker.executing import execute
+from conveyor.worker.executing import OutputCap, execute
 from conveyor.worker.registry import ATTRIBUTE, TaskDefinition
 
 MESSAGE = TaskMessage(attempt_id="uid/t/3", namespace="ns", workflow="wf", run="r",
@@ -72,9 +72,20 @@ def test_outputs_must_be_a_small_json_object(returned: Any, message: str):
     def handler(inputs: dict[str, Any], ctx: TaskContext) -> Any:
         return returned
 
-    outcome = execute(definition(handler), {}, context(), max_output_bytes=1024)
+    outcome = execute(definition(handler), {}, context(), OutputCap(1024, "(SOME_SETTING)"))
     assert outcome.status == "failed" and not outcome.retryable
     assert message in (outcome.error or "")
+
+
+def test_the_size_of_the_outputs_is_measured_as_the_operator_does():
+    def handler(inputs: dict[str, Any], ctx: TaskContext) -> Any:
+        return {"name": "é"}  # ASCII-escaped: {"name":"\u00e9"}, 17 bytes
+
+    outcome = execute(definition(handler), {}, context())
+    assert (outcome.status, outcome.size) == ("succeeded", 17)
+    over = execute(definition(handler), {}, context(), OutputCap(16, "(SOME_SETTING)"))
+    assert over.error == ("OutputTooLarge: the outputs are 17 bytes, over the cap of 16 bytes"
+                          " (SOME_SETTING)")
 
 
 def test_the_deadline_is_the_start_plus_the_timeout():

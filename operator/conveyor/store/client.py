@@ -36,7 +36,10 @@ class ObjectStore:
     """
 
     def __init__(self, settings: StoreSettings, *, connect_timeout: float = 5,
-                 read_timeout: float = 30) -> None:
+                 read_timeout: float = 30, max_connections: int = 10) -> None:
+        """`max_connections`: the connection pool's size, at least the number of threads
+        that share this client (past it, a thread opens a connection of its own and drops it
+        after its request)."""
         self.settings = settings
         config = botocore.config.Config(
             region_name=settings.region,
@@ -46,6 +49,7 @@ class ObjectStore:
             retries={"total_max_attempts": 1},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_pool_connections=max_connections,
             # Integrity is ours (Content-MD5 on write, size and sha256 on read); the newer
             # default of checksum trailers in aws-chunked bodies is not served by every store.
             request_checksum_calculation="when_required",

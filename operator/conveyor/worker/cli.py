@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from types import FrameType, ModuleType
 
 from conveyor.broker import BrokerSettingsError, Link, TLSError
+from conveyor.store import ObjectStore
 from conveyor.worker.errors import WorkerConfigError
 from conveyor.worker.metrics import Metrics
+from conveyor.worker.offload import Offload
 from conveyor.worker.registry import TaskDefinition, select
 from conveyor.worker.serving import Worker
 from conveyor.worker.settings import WorkerSettings, load
@@ -86,13 +88,20 @@ def serve(settings: WorkerSettings, definition: TaskDefinition) -> int:
         print(f"conveyor-worker: {error}", file=sys.stderr)
         link.close()
         return 2
-    worker = Worker(settings, definition, link, metrics)
-    log.info("Started worker name=%s task_type=%s handler=%s queue=%s concurrency=%d broker=%s",
-             settings.worker_name, task_type, definition.qualified_name, settings.queue,
-             settings.concurrency, settings.broker.masked)
+    # One client for every task thread (boto3 clients are thread-safe), with a connection
+    # for each of them: a smaller pool would drop and reopen connections under load.
+    store = (ObjectStore(settings.store, max_connections=max(10, settings.concurrency))
+             if settings.store else None)
+    worker = Worker(settings, definition, link, metrics, Offload(settings, store))
+    log.info("Started worker name=%s task_type=%s handler=%s queue=%s concurrency=%d broker=%s"
+             " store=%s", settings.worker_name, task_type, definition.qualified_name,
+             settings.queue, settings.concurrency, settings.broker.masked,
+             settings.store or "none")
     worker.start()
     stop.wait()
     held, requeued = worker.shutdown(settings.grace_seconds)
     link.close()
+    if store is not None:
+        store.close()
     log.info("Stopped worker held=%d requeued=%d", held, requeued)
     return 0

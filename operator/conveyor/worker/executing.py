@@ -24,6 +24,24 @@ ERROR_MAX = 4096
 
 
 @dataclass(frozen=True)
+class OutputCap:
+    """The largest outputs an attempt may return, and what the failure past it tells the
+    user to do: the cap is one setting or another depending on whether a store is there."""
+
+    limit: int
+    explanation: str
+    """Follows "over the cap of N bytes" in the message."""
+
+    def too_large(self, size: int) -> str:
+        # OutputTooLarge is the reason the run status shows for it.
+        return (f"OutputTooLarge: the outputs are {size} bytes, over the cap of {self.limit}"
+                f" bytes {self.explanation}")
+
+
+NO_STORE_CAP = OutputCap(DEFAULT_MAX_OUTPUT_BYTES, "(CONVEYOR_MAX_OUTPUT_BYTES)")
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How an attempt ended, as its final event reports it."""
 
@@ -32,6 +50,8 @@ class Outcome:
     error: str | None = None
     retryable: bool = False
     duration: float = 0.0
+    size: int = 0
+    """Bytes of the outputs the function returned, as compact JSON (0 for a failure)."""
 
     @property
     def label(self) -> str:
@@ -42,7 +62,7 @@ class Outcome:
 
 
 def execute(definition: TaskDefinition, inputs: dict[str, Any], ctx: TaskContext,
-            max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> Outcome:
+            cap: OutputCap = NO_STORE_CAP) -> Outcome:
     began = time.monotonic()
     try:
         result = _call(definition, inputs, ctx)
@@ -52,7 +72,7 @@ def execute(definition: TaskDefinition, inputs: dict[str, Any], ctx: TaskContext
         log.warning("Failed task attempt=%s error=%r", ctx.idempotency_key, error,
                     exc_info=True)
         return _failed(f"{type(error).__name__}: {error}", False, began)
-    return _check_outputs(result, max_output_bytes, began)
+    return _check_outputs(result, cap, began)
 
 
 def _call(definition: TaskDefinition, inputs: dict[str, Any], ctx: TaskContext) -> Any:
@@ -62,24 +82,28 @@ def _call(definition: TaskDefinition, inputs: dict[str, Any], ctx: TaskContext) 
     return definition.function(*args)
 
 
-def _check_outputs(result: Any, max_output_bytes: int, began: float) -> Outcome:
+def _check_outputs(result: Any, cap: OutputCap, began: float) -> Outcome:
     if result is None:
         result = {}
     if not isinstance(result, dict):
         return _failed(f"the task returned {type(result).__name__}; a task returns a dict of"
                        " outputs or None", False, began)
     try:
+        # The operator's measure (ASCII-escaped compact JSON), so the worker and the operator
+        # agree on which outputs are over the inline limit.
         size = len(json.dumps(result, separators=(",", ":")).encode())
     except (TypeError, ValueError) as error:
         return _failed(f"the outputs are not JSON: {error}", False, began)
-    if size > max_output_bytes:
-        # Retrying would produce the same outputs: the failure is final. OutputTooLarge is the
-        # reason the run status shows for it.
-        return _failed(f"OutputTooLarge: the outputs are {size} bytes, over the cap of"
-                       f" {max_output_bytes} bytes", False, began)
-    return Outcome("succeeded", outputs=result, duration=time.monotonic() - began)
+    if size > cap.limit:
+        # Retrying would produce the same outputs: the failure is final.
+        return _failed(cap.too_large(size), False, began)
+    return Outcome("succeeded", outputs=result, duration=time.monotonic() - began, size=size)
 
 
 def _failed(error: str, retryable: bool, began: float) -> Outcome:
-    return Outcome("failed", error=error[:ERROR_MAX], retryable=retryable,
-                   duration=time.monotonic() - began)
+    return failed(error, retryable, time.monotonic() - began)
+
+
+def failed(error: str, retryable: bool, duration: float = 0.0) -> Outcome:
+    """A failed outcome, its message cut to what an event carries."""
+    return Outcome("failed", error=error[:ERROR_MAX], retryable=retryable, duration=duration)

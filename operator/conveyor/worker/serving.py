@@ -4,10 +4,13 @@ Threads, and who does what:
     the link's I/O thread   receives deliveries, decodes them, hands jobs to the pool; takes
                             the confirms of events and, after the last one, acks the task;
                             it never runs user code and never waits;
-    N task threads          each runs one job at a time: sends `started`, runs the function,
-                            sends the final event, and moves on without waiting for confirms
-                            (one thread hop less per task: the I/O thread acks);
-    the heartbeat thread    sends a heartbeat for each job that has been quiet too long;
+    N task threads          each runs one job at a time: sends `started`, reads inputs that
+                            are references, runs the function, stores large outputs
+                            (`offload`), sends the final event, and moves on without waiting
+                            for confirms (one thread hop less per task: the I/O thread acks);
+    the heartbeat thread    sends a heartbeat for each job that has been quiet too long (from
+                            `started` to the final event: while the inputs are read from the
+                            object store and the outputs written to it too);
     the main thread         waits for SIGTERM and then drains (`shutdown`).
 
 A body no worker can run (see `broker.codec.decode_task`, plus `too-large` past
@@ -41,8 +44,9 @@ from conveyor.broker.codec import (
 from conveyor.models import TaskMessage
 from conveyor.worker.context import TaskContext
 from conveyor.worker.events import EventSender, Status
-from conveyor.worker.executing import Outcome, execute
+from conveyor.worker.executing import Outcome
 from conveyor.worker.metrics import Metrics
+from conveyor.worker.offload import Offload
 from conveyor.worker.registry import TaskDefinition
 from conveyor.worker.settings import WorkerSettings
 
@@ -64,8 +68,11 @@ class Worker:
     """Serves one task type: deliveries to a thread pool, events back, acks, shutdown."""
 
     def __init__(self, settings: WorkerSettings, definition: TaskDefinition, link: Link,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, offload: Offload | None = None) -> None:
+        """`offload` passes values by reference through the object store; without one, the
+        settings must name no store."""
         self._settings = settings
+        self._offload = offload or Offload(settings)
         self._definition = definition
         self._link = link
         self._metrics = metrics
@@ -186,8 +193,7 @@ class Worker:
                 f"the workers that took this attempt were lost {returned} times (the task "
                 f"type's deliveryLimit is {limit}); not run again"))
         else:
-            outcome = execute(self._definition, message.inputs, ctx,
-                              self._settings.max_output_bytes)
+            outcome = self._offload.attempt(self._definition, message, ctx)
         if not self._holds(job):
             self._metrics.in_flight(-1)
             return  # requeued by shutdown: another delivery will report the attempt

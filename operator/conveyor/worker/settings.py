@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from conveyor.broker.settings import BrokerSettings, BrokerSettingsError
+from conveyor.store.errors import StoreSettingsError
+from conveyor.store.loading import DEFAULT_MAX_OBJECT_BYTES, MAX_OBJECT_ENV
+from conveyor.store.settings import BUCKET_ENV, StoreSettings
 from conveyor.worker.errors import WorkerConfigError
 from conveyor.worker.executing import DEFAULT_MAX_OUTPUT_BYTES
 
@@ -21,6 +24,9 @@ DEFAULT_HEARTBEAT_SECONDS = 30.0
 # A task body past this is dead-lettered unread (reason too-large): decoding it would take the
 # worker's memory, and the operator never sends one (its renderings stop at 4 MiB).
 DEFAULT_MAX_TASK_BYTES = 8 * 1024 * 1024
+# The operator keeps at most this much of one attempt's outputs inline in the run's status
+# (engine/tasks.py OUTPUT_LIMIT); with a store, anything larger travels by reference.
+DEFAULT_INLINE_OUTPUT_BYTES = 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,14 @@ class WorkerSettings:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    """The cap on outputs without a store (with one, `max_object_bytes` is)."""
+    store: StoreSettings | None = None
+    """The object store for values passed by reference; None: no store (CONVEYOR_S3_BUCKET
+    unset), outputs travel inline and inputs that are references fail."""
+    inline_output_bytes: int = DEFAULT_INLINE_OUTPUT_BYTES
+    """Outputs larger than this (compact JSON) are stored when there is a store."""
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    """The largest value this worker stores or reads (CONVEYOR_S3_MAX_OBJECT_BYTES)."""
     max_task_bytes: int = DEFAULT_MAX_TASK_BYTES
     delivery_limit: int | None = None
     """The queue's `x-delivery-limit` (`CONVEYOR_DELIVERY_LIMIT`, set by the operator): the
@@ -95,6 +109,7 @@ def load(argv: Sequence[str], env: Mapping[str, str]) -> WorkerSettings:
         broker = BrokerSettings.from_env(env, name="conveyor-worker")
     except BrokerSettingsError as error:
         raise WorkerConfigError(str(error)) from None
+    store = _store(env)
     worker = (env.get("CONVEYOR_WORKER_NAME") or env.get("POD_NAME") or env.get("HOSTNAME")
               or socket.gethostname())
     return WorkerSettings(
@@ -114,6 +129,12 @@ def load(argv: Sequence[str], env: Mapping[str, str]) -> WorkerSettings:
         max_output_bytes=int(_number("CONVEYOR_MAX_OUTPUT_BYTES",
                                      env.get("CONVEYOR_MAX_OUTPUT_BYTES")
                                      or str(DEFAULT_MAX_OUTPUT_BYTES), int, 2)),
+        store=store,
+        inline_output_bytes=int(_number("CONVEYOR_INLINE_OUTPUT_BYTES",
+                                        env.get("CONVEYOR_INLINE_OUTPUT_BYTES")
+                                        or str(DEFAULT_INLINE_OUTPUT_BYTES), int, 0)),
+        max_object_bytes=int(_number(MAX_OBJECT_ENV, env.get(MAX_OBJECT_ENV)
+                                     or str(DEFAULT_MAX_OBJECT_BYTES), int, 2)),
         max_task_bytes=int(_number("CONVEYOR_MAX_TASK_BYTES",
                                    env.get("CONVEYOR_MAX_TASK_BYTES")
                                    or str(DEFAULT_MAX_TASK_BYTES), int, 1024)),
@@ -128,3 +149,15 @@ def load(argv: Sequence[str], env: Mapping[str, str]) -> WorkerSettings:
         worker_name=worker,
         log_level=(env.get("CONVEYOR_LOG_LEVEL") or "INFO").upper(),
     )
+
+
+def _store(env: Mapping[str, str]) -> StoreSettings | None:
+    """The object store, if CONVEYOR_S3_BUCKET names one: the bucket is what turns it on (the
+    operator sets the other CONVEYOR_S3_* with it); a bad setting stops the worker at start,
+    not at its first large output."""
+    if not env.get(BUCKET_ENV, "").strip():
+        return None
+    try:
+        return StoreSettings.from_env(env)
+    except StoreSettingsError as error:
+        raise WorkerConfigError(str(error)) from None
