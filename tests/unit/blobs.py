@@ -41,6 +41,22 @@ class MemoryBlobs:
         self._enter("read", key)
         return self._read(bucket, key, limit)
 
+    # -- what cleanup needs (`operator.runs.storage.Objects`) ------------------------------
+    def list(self, prefix: str = "") -> list[tuple[str, int]]:
+        full = self.prefix + prefix
+        return sorted((k[len(self.prefix):], len(v)) for k, v in self.objects.items()
+                      if k.startswith(full))
+
+    def delete(self, key: str) -> None:
+        self.calls.append(("delete", self.prefix + key))
+        self.objects.pop(self.prefix + key, None)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [k for k, _ in self.list(prefix)]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
     # -- the test's side ------------------------------------------------------------------
     def fail(self, operation: str, error: StoreError, times: int = 1) -> None:
         """Make the next `times` calls of `operation` (put, get, read) raise `error`."""

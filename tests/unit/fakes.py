@@ -40,6 +40,7 @@ from conveyor.models import TaskEvent, TaskMessage
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.runs import RunManager
 from conveyor.operator.runs.records import ActiveRun
+from conveyor.operator.runs.storage import RunStorage
 from conveyor.operator.seams import Delivery
 from conveyor.operator.settings import Settings
 from conveyor.operator.workflows import Workflows
@@ -692,6 +693,7 @@ class Bed:
     auto_confirm: bool = True
     lease_seconds: float = 120.0
     journal: Journal = field(default_factory=Journal)
+    storage: RunStorage | None = None
 
     def __post_init__(self) -> None:
         self.kube = FakeKube(self.journal)
@@ -706,7 +708,7 @@ class Bed:
                             lease_seconds=self.lease_seconds)
         self.manager = RunManager(settings, self.kube, self.link, self.workflows,
                                   metrics=self.metrics, on_dispatch=self._dispatched,
-                                  retry_seconds=self.retry_seconds)
+                                  retry_seconds=self.retry_seconds, storage=self.storage)
         self.uids: set[str] = set()  # every run the bed showed the manager
         _OPEN_BEDS.append(self)
 

@@ -112,7 +112,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         if not body:
             return
         if type == "DELETED":
-            _runtime(memo).runs.forget(body["metadata"]["uid"])
+            _runtime(memo).runs.deleted(raw(body))
         else:
             _runtime(memo).runs.observe(raw(body))
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from conveyor import engine, names
 from conveyor.broker.codec import encode_task
@@ -20,7 +21,9 @@ from conveyor.operator.metrics import Metrics
 from conveyor.operator.runs.flushing import Flusher
 from conveyor.operator.runs.leases import Leases
 from conveyor.operator.runs.records import ActiveRun, Send
+from conveyor.operator.runs.storage import NO_STORE, RunStorage
 from conveyor.operator.seams import BrokerLink, Delivery
+from conveyor.stored import ref_id
 
 log = logging.getLogger("conveyor.operator.runs")
 
@@ -31,7 +34,9 @@ class Actor:
     def __init__(self, runs: Mapping[str, ActiveRun], link: BrokerLink, flusher: Flusher,
                  metrics: Metrics, *, on_dispatch: Callable[[str, str, str], None],
                  on_phase_change: Callable[[], None], reply_to: str,
-                 leases: Leases, retry_seconds: float) -> None:
+                 leases: Leases, retry_seconds: float,
+                 spawn: Callable[[Coroutine[Any, Any, None]], None] | None = None,
+                 storage: RunStorage | None = None) -> None:
         self._runs = runs
         self._leases = leases  # a dispatch is the first sign of an attempt
         self._retry_seconds = retry_seconds  # after a timer's Tick failed
@@ -41,6 +46,8 @@ class Actor:
         self._metrics = metrics
         self._on_dispatch = on_dispatch  # (namespace, workflow, task type)
         self._on_phase_change = on_phase_change
+        self._spawn = spawn
+        self._storage = storage  # None: no object store, a Load fails at once
 
     def apply(self, run: ActiveRun, signal: engine.Signal,
               delivery: Delivery | None = None) -> bool:
@@ -56,6 +63,8 @@ class Actor:
                 self._arm(run, action.at)
             elif isinstance(action, engine.EmitRunEvent):
                 self._publish_run_event(run, action)
+            elif isinstance(action, engine.Load):
+                self._load(run, action)
             else:
                 self._flusher.mark(run)
         if delivery is not None:
@@ -94,6 +103,25 @@ class Actor:
                 log.exception("Timer failed run=%s/%s; trying again in %.1fs",
                               run.ref.namespace, run.ref.name, self._retry_seconds)
                 self._arm(run, time.time() + self._retry_seconds)
+
+    def _load(self, run: ActiveRun, action: engine.Load) -> None:
+        """Read stored values for the run, off the loop; then tell its engine (Loaded)."""
+        storage = self._storage
+        if storage is None or self._spawn is None:
+            failed = {ref_id(r): NO_STORE for r in action.refs}
+            asyncio.get_running_loop().call_soon(self._loaded, run.ref.uid, (), failed)
+            return
+
+        async def load() -> None:
+            loaded, failed = await storage.load(action.refs)
+            self._loaded(run.ref.uid, loaded, failed)
+
+        self._spawn(load())
+
+    def _loaded(self, uid: str, loaded: tuple[str, ...], failed: dict[str, str]) -> None:
+        run = self._runs.get(uid)
+        if run is not None and run.state is not None:
+            self.apply(run, engine.Loaded(loaded, failed))
 
     def _publish_task(self, run: ActiveRun, action: engine.Publish) -> None:
         ref = run.ref

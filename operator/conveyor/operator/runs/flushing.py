@@ -3,7 +3,8 @@
 A run marked dirty is written at most once per `status_interval`, with every effect since its
 last write, and all writes share one token bucket. Before a write, the flusher waits for the
 broker's confirms of every message the new status records as sent (publish before persist);
-after it, it acks the worker events whose effects it carries (ack after persist).
+after it, it acks the worker events whose effects it carries (ack after persist). With an
+object store, the forEach item outputs a status counts are written to it before it, too.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.ratelimit import TokenBucket
 from conveyor.operator.runs.records import ActiveRun, Send
+from conveyor.operator.runs.storage import RunStorage
 from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
+from conveyor.store import StoreError
 
 log = logging.getLogger("conveyor.operator.runs")
 
 RETRY_SECONDS = 2.0
+STORE_GIVE_UP_SECONDS = 120.0  # item outputs that cannot be stored this long fail the run
 
 
 class Flusher:
@@ -38,7 +42,9 @@ class Flusher:
                  current: Callable[[ActiveRun], bool],
                  on_gone: Callable[[ActiveRun, list[Delivery]], None],
                  on_written: Callable[[ActiveRun, dict[str, Any], int], None],
-                 retry_seconds: float = RETRY_SECONDS) -> None:
+                 retry_seconds: float = RETRY_SECONDS, storage: RunStorage | None = None,
+                 on_stored: Callable[[ActiveRun, engine.Signal], None] | None = None,
+                 store_give_up: float = STORE_GIVE_UP_SECONDS) -> None:
         self._kube = kube
         self._link = link
         self._metrics = metrics
@@ -49,6 +55,9 @@ class Flusher:
         self._on_gone = on_gone  # the WorkflowRun was deleted (404)
         self._on_written = on_written
         self._retry_seconds = retry_seconds  # after a failed write or publish
+        self._storage = storage  # where forEach item outputs go before the status counts them
+        self._on_stored = on_stored  # tell the run's engine: Loaded (stored), StoreFailed
+        self._store_give_up = store_give_up
 
     def mark(self, run: ActiveRun) -> None:
         """The run's state changed: write it soon (coalescing with what follows)."""
@@ -80,12 +89,20 @@ class Flusher:
         await self.bucket.take()
         # Built before anything is taken off the run (and with no await in between, so it
         # holds the effect of every ack taken): should it raise, the run keeps all its work.
-        status = engine.to_status(state)
+        # The item outputs it counts as stored are taken with it, and written first.
+        chunks = engine.take_chunks(state)
+        try:
+            status = engine.to_status(state)
+        except BaseException:
+            engine.return_chunks(state, chunks)
+            raise
         recorded = state.unpersisted  # forEach dispatches this status records
         acks, sends = run.acks, run.sends
         run.acks, run.sends = [], []
         run.dirty = False
         started = time.monotonic()
+        if chunks and not await self._stored(run, chunks, sends, acks):
+            return
         if not await self._confirmed(run, sends, acks):
             return
         self._metrics.dispatch_latency.observe(time.monotonic() - started)
@@ -110,6 +127,40 @@ class Flusher:
         for delivery in acks:
             delivery.ack()
         self._on_written(run, status, recorded)
+
+    async def _stored(self, run: ActiveRun, chunks: list[engine.Chunk], sends: list[Send],
+                      acks: list[Delivery]) -> bool:
+        """Write the chunks the status counts; False: they go back, try the flush later (and
+        after `store_give_up` seconds of failures, or one the store will always refuse, the
+        run fails saying why: it must not wait for ever on what it cannot persist)."""
+        state = run.state
+        assert state is not None and self._storage is not None
+        try:
+            await self._storage.write_chunks(chunks)
+        except StoreError as error:
+            engine.return_chunks(state, chunks)
+            run.sends[:0] = sends
+            run.acks[:0] = acks
+            run.dirty = True
+            now = time.monotonic()
+            run.store_failing = run.store_failing or now
+            if not error.retryable or now - run.store_failing >= self._store_give_up:
+                log.error("Item outputs cannot be stored run=%s/%s: %s", run.ref.namespace,
+                          run.ref.name, error)
+                self._tell(run, engine.StoreFailed(str(error)))
+                return False
+            log.warning("Storing item outputs failed run=%s/%s: %s; retrying in %.1fs",
+                        run.ref.namespace, run.ref.name, error, self._retry_seconds)
+            await asyncio.sleep(self._retry_seconds)  # a backoff, not a wait on state
+            return False
+        run.store_failing = None
+        engine.chunks_stored(state, chunks)
+        self._tell(run, engine.Loaded())  # what waited for these item outputs goes on
+        return True
+
+    def _tell(self, run: ActiveRun, signal: engine.Signal) -> None:
+        if self._on_stored is not None and run.state is not None:
+            self._on_stored(run, signal)
 
     async def _confirmed(self, run: ActiveRun, sends: list[Send],
                          acks: list[Delivery]) -> bool:

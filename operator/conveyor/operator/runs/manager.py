@@ -46,9 +46,12 @@ from conveyor.operator.runs.leases import Leases
 from conveyor.operator.runs.rebuilding import give_state
 from conveyor.operator.runs.records import ActiveRun, RunRef
 from conveyor.operator.runs.routing import EventRouter
+from conveyor.operator.runs.storage import RunStorage
 from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
 from conveyor.operator.settings import Settings
 from conveyor.operator.workflows import Workflows, WorkflowUnavailableError
+from conveyor.store import StoreError
+from conveyor.stored import refs_in
 
 log = logging.getLogger("conveyor.operator.runs")
 
@@ -61,8 +64,11 @@ class RunManager:
     def __init__(self, settings: Settings, kube: KubeApi, link: BrokerLink,
                  workflows: Workflows, *, metrics: Metrics,
                  on_dispatch: Callable[[str, str, str], None],
-                 retry_seconds: float = RETRY_SECONDS) -> None:
+                 retry_seconds: float = RETRY_SECONDS,
+                 storage: RunStorage | None = None) -> None:
         self._kube = kube
+        self.storage = storage  # the object store's side of runs; None without a store
+        self._namespaces = settings.namespaces
         self._link = link
         self._workflows = workflows
         self._metrics = metrics
@@ -74,11 +80,13 @@ class RunManager:
                                writes_per_second=settings.writes_per_second,
                                spawn=self._spawn, current=self._current,
                                on_gone=self._gone, on_written=self._written,
-                               retry_seconds=retry_seconds)
+                               retry_seconds=retry_seconds, storage=storage,
+                               on_stored=self._tell)
         self.leases = Leases(settings.lease_seconds)
         self.actor = Actor(self.runs, link, self.flusher, metrics, on_dispatch=on_dispatch,
                            on_phase_change=self._count_phases, reply_to=settings.instance,
-                           leases=self.leases, retry_seconds=retry_seconds)
+                           leases=self.leases, retry_seconds=retry_seconds,
+                           spawn=self._spawn, storage=storage)
         self.admission = Admission(self.runs, start=self._start, mark=self.flusher.mark)
         self.expiry = Expiry(kube, workflows, self._spawn)
         self.attempts = Attempts(metrics)
@@ -99,9 +107,12 @@ class RunManager:
         runs cannot come before their run is seen, as only the operator dispatches tasks."""
         self._loop = loop
         self.router.dead_letter_queue = names.dead_letter_queue(events_queue)
+        existing = list(existing)
         for body in existing:
             self.observe(body)
         self._link.consume(events_queue, EVENTS_PREFETCH, self._from_io_thread)
+        if self.storage is not None:
+            self._spawn(self._sweep())
 
     def _from_io_thread(self, delivery: Delivery) -> None:
         assert self._loop is not None
@@ -141,6 +152,51 @@ class RunManager:
         self.runs[uid] = run
         self._spawn(self._activate(run, status, bool(spec.get("cancel"))))
 
+    def deleted(self, body: dict[str, Any]) -> None:
+        """A WorkflowRun was deleted: forget it, and delete its stored objects (those a live
+        run reuses stay)."""
+        self.forget(body["metadata"]["uid"])
+        if self.storage is not None:
+            self._spawn(self._delete_objects(body))
+
+    async def _delete_objects(self, body: dict[str, Any]) -> None:
+        assert self.storage is not None
+        meta, spec = body["metadata"], body.get("spec") or {}
+        ref = RunRef(meta["namespace"], meta["name"], meta["uid"],
+                     (spec.get("workflowRef") or {}).get("name", ""))
+        reused = [r for outputs in (spec.get("reuse") or {}).values() for r in refs_in(outputs)]
+        try:
+            runs = await self._kube.list_custom(names.RUN_PLURAL, ref.namespace)
+            count = await self.storage.delete_run(ref, reused, self.storage.live(runs))
+        except (KubeError, StoreError) as error:  # the sweep at the next start finishes it
+            log.warning("Deleting the stored objects of run=%s/%s failed: %s", ref.namespace,
+                        ref.name, error)
+            return
+        if count:
+            log.info("Stored objects deleted run=%s/%s objects=%d", ref.namespace, ref.name,
+                     count)
+
+    async def _sweep(self) -> None:
+        """Delete what runs deleted while no operator watched left in the store."""
+        assert self.storage is not None
+
+        async def runs() -> list[dict[str, Any]]:
+            if not self._namespaces:
+                return await self._kube.list_custom(names.RUN_PLURAL)
+            return [r for n in self._namespaces
+                    for r in await self._kube.list_custom(names.RUN_PLURAL, n)]
+
+        try:
+            count = await self.storage.sweep(self._namespaces, runs)
+        except (KubeError, StoreError) as error:
+            log.warning("The sweep of stored objects failed: %s", error)
+            return
+        if count:
+            log.info("Stored objects of deleted runs removed objects=%d", count)
+
+    def _tell(self, run: ActiveRun, signal: engine.Signal) -> None:
+        self.actor.apply(run, signal)
+
     def forget(self, uid: str) -> None:
         """The WorkflowRun is gone: drop it; its unacked events need nothing more."""
         run = self.runs.get(uid)
@@ -178,7 +234,7 @@ class RunManager:
         ref = run.ref
         generation = status.get("workflowGeneration")
         try:
-            state = await give_state(self._workflows, run, status)
+            state = await give_state(self._workflows, run, status, self.storage)
         except WorkflowUnavailableError as error:
             if generation is not None and error.reason == "WorkflowGenerationLost":
                 await self._end_unstarted(run, "Failed", error.reason, str(error))

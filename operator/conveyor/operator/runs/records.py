@@ -45,7 +45,7 @@ class ActiveRun:
 
     __slots__ = ("acks", "activating", "admitted", "cancel_sent", "created", "dirty",
                  "flush_at", "flushing", "inputs", "last_write", "ref", "reuse", "seen_status",
-                 "sends", "state", "timer", "waiting", "written_tasks")
+                 "sends", "state", "store_failing", "timer", "waiting", "written_tasks")
 
     def __init__(self, ref: RunRef, inputs: dict[str, Any], created: str,
                  reuse: dict[str, Any] | None = None,
@@ -70,6 +70,7 @@ class ActiveRun:
         self.last_write = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.written_tasks: dict[str, str] = {}
+        self.store_failing: float | None = None  # since when item chunks fail to be written
 
     @property
     def phase(self) -> str:
