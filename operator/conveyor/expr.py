@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -254,13 +255,13 @@ class Template:
         """True when the value holds no expression and renders to itself."""
         return not self.expressions
 
-    @property
+    @cached_property
     def selections_only(self) -> bool:
         """Every expression is a plain field selection (`tasks.gen.outputs.rows`): one that
         can pass a stored value on by reference without reading it."""
         return all(e.selection is not None for e in self.expressions)
 
-    @property
+    @cached_property
     def task_refs(self) -> frozenset[str] | None:
         """Tasks the template reads; None when some expression reads all of them."""
         names: set[str] = set()

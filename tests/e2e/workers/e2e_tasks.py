@@ -4,6 +4,7 @@ the workers' execution log, which tests compare with the runs' status."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -44,3 +45,33 @@ def work(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 @task("other")
 def other(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return _behave(inputs, ctx)
+
+
+@task("data")
+def data(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Data at scale, by `op`: `gen` makes `n` items; `item` answers one of them with about
+    100 bytes; `sum` adds what the items answered; `blob` makes `mb` MB of text with its
+    sha256; `check` verifies the blob it was given against that sha256; `fail` fails."""
+    op = inputs.get("op")
+    if op == "gen":
+        return {"items": [{"i": i} for i in range(int(inputs["n"]))]}
+    if op == "item":
+        i = int(inputs["item"]["i"])
+        return {"v": i * 2, "pad": "p" * 80}
+    if op == "sum":
+        values = inputs["values"]
+        return {"sum": sum(v["v"] for v in values), "count": len(values)}
+    if op == "blob":
+        size = int(float(inputs["mb"]) * 1_000_000)
+        seed = hashlib.sha256(str(inputs.get("seed", 0)).encode()).hexdigest()
+        text = (seed * (size // len(seed) + 1))[:size]
+        return {"blob": text, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    if op == "check":
+        blob = inputs["given"]["blob"]
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        if digest != inputs["given"]["sha256"]:
+            raise ValueError(f"sha256 {digest} is not the producer's")
+        return {"verified": digest, "size": len(blob)}
+    if op == "fail":
+        raise ValueError("failed on purpose")
+    raise ValueError(f"unknown op {op!r}")

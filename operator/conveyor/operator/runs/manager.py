@@ -167,14 +167,13 @@ class RunManager:
         reused = [r for outputs in (spec.get("reuse") or {}).values() for r in refs_in(outputs)]
         try:
             runs = await self._kube.list_custom(names.RUN_PLURAL, ref.namespace)
-            count = await self.storage.delete_run(ref, reused, self.storage.live(runs))
+            deleted, kept = await self.storage.delete_run(ref, reused, self.storage.live(runs))
         except (KubeError, StoreError) as error:  # the sweep at the next start finishes it
             log.warning("Deleting the stored objects of run=%s/%s failed: %s", ref.namespace,
                         ref.name, error)
             return
-        if count:
-            log.info("Stored objects deleted run=%s/%s objects=%d", ref.namespace, ref.name,
-                     count)
+        log.info("Stored objects of a deleted run run=%s/%s deleted=%d kept=%d",
+                 ref.namespace, ref.name, deleted, kept)
 
     async def _sweep(self) -> None:
         """Delete what runs deleted while no operator watched left in the store."""

@@ -109,10 +109,12 @@ class RunStorage:
         for chunk in chunks:
             await self._call(lambda c=chunk: self._values.blobs.put(c.key, c.data))
 
-    async def delete_run(self, ref: RunRef, reused: Iterable[Any], live: set[str]) -> int:
+    async def delete_run(self, ref: RunRef, reused: Iterable[Any],
+                         live: set[str]) -> tuple[int, int]:
         """Delete the run's objects, and those it reused (`reused`: the `$ref`s of its
         spec.reuse), except what `live` keeps: full keys, and full prefixes (ending in
-        `/`: a live run's own, or the item chunks a live run reuses). How many went."""
+        `/`: a live run's own, or the item chunks a live run reuses). How many went, and how
+        many stayed for a live run."""
         own = self._key_prefix
         candidates = [run_prefix(ref.namespace, ref.workflow, ref.uid)]
         for value in reused:
@@ -126,10 +128,11 @@ class RunStorage:
                 doomed.extend(k for k, _ in listed)
             else:
                 doomed.append(candidate)
-        doomed = [k for k in dict.fromkeys(doomed) if not _kept(own + k, live)]
+        candidates_found = list(dict.fromkeys(doomed))
+        doomed = [k for k in candidates_found if not _kept(own + k, live)]
         for key in doomed:
             await self._call(lambda k=key: self._objects.delete(k))
-        return len(doomed)
+        return len(doomed), len(candidates_found) - len(doomed)
 
     def live(self, runs: Iterable[Mapping[str, Any]]) -> set[str]:
         """What the cleanup must keep for `runs` (WorkflowRun bodies): each one's own prefix,
