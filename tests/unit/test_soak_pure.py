@@ -3,6 +3,7 @@ ledger with status (a verdict that cannot fail would make the soak worthless).""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from conveyor.engine.status import encode_runs
 from soak import ledger, schedule
+from soak.faults import Executor
 from soak.ledger import Execution
 from soak.verdict import RunView, judge
 
@@ -135,10 +137,6 @@ class _Flaky:
 
 
 def test_a_part_that_dies_while_starting_again_is_watched_until_it_serves():
-    import time
-
-    from soak.faults import Executor
-
     target = _Flaky()
     executor = Executor(schedule.parse("rabbitmq@0+0.1"), {"rabbitmq": target})
     executor.begin()
