@@ -220,7 +220,7 @@ def test_get_with_the_store_down_says_so_in_one_line(memory: MemoryStore):
     memory.down = True
     objects, note = _user(memory).listing(_run())
     assert objects is None and note is not None and "\n" not in note
-    assert note.startswith("stored objects not listed: list the run's stored objects:")
+    assert note.startswith("stored objects not listed: get s3://runs/x: no answer")
     assert "no answer from the store" in note
     empty = MemoryStore()
     assert _user(empty).listing(_run()) == (

@@ -34,7 +34,7 @@ from conveyor.store.values import REF, ItemsRef, parse, refs_in, run_prefix
 # How long the CLI waits for a store before saying it did not answer: a person is waiting.
 CONNECT_SECONDS = 3.0
 READ_SECONDS = 30.0
-HOW_TO_CONFIGURE = (f"set {ACCESS_KEY_ENV} and {SECRET_KEY_ENV} (and {ENDPOINT_ENV}, "
+HOW_TO_CONFIGURE = (f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV} (and {ENDPOINT_ENV}, "
                     f"{REGION_ENV}, {CA_FILE_ENV} as the store needs)")
 
 
@@ -91,8 +91,8 @@ class UserStore:
         if not refs:
             return value
         if not self.configured:
-            raise CliError(f"{what} is kept in the object store ({where(refs[0])}) and no "
-                           f"store is configured: {HOW_TO_CONFIGURE}", STORE)
+            raise CliError(f"{what}: kept in the object store ({where(refs[0])}) but no "
+                           f"store is configured: set {HOW_TO_CONFIGURE}", STORE)
         found = self.settings(_bucket(refs))
         with failed(f"read {what}"), self.open(found) as store:
             return Values(store, max_bytes=self.max_bytes).resolve(value)
@@ -106,16 +106,16 @@ class UserStore:
             if not refs:
                 return None, None
             return None, (f"stored objects not listed: the run has {len(refs)} stored "
-                          f"value(s) and no object store is configured ({HOW_TO_CONFIGURE}, "
-                          f"{BUCKET_ENV})")
+                          f"value(s) and no object store is configured: set {BUCKET_ENV}, "
+                          f"{HOW_TO_CONFIGURE}")
         meta = run.get("metadata") or {}
         workflow = ((run.get("spec") or {}).get("workflowRef") or {}).get("name", "")
         prefix = run_prefix(meta.get("namespace", ""), workflow, meta.get("uid", ""))
         try:
             found = self.settings(_bucket(refs))
-            with failed("list the run's stored objects"), self.open(found) as store:
+            with self.open(found) as store:
                 objects = store.list(prefix)
-        except CliError as error:
+        except (CliError, StoreError) as error:
             return None, f"stored objects not listed: {error}"
         place = f"s3://{found.bucket}/{found.full_key(prefix)}"
         if not objects:
