@@ -48,7 +48,7 @@ def test_without_a_worker_secret_the_warning_says_how_to_give_workers_their_own(
     assert warning is not None
     assert "CONVEYOR_S3_WORKER_SECRET" in warning and "store.workerSecret" in warning
     assert "namespace ops" in warning and "accessKey" in warning and "secretKey" in warning
-    assert "conveyor/<namespace>/<workflow>/" in warning
+    assert "allowed only objects under s3://runs/conveyor/" in warning
     assert "s3cret-key" not in warning
 
 

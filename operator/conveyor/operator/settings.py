@@ -144,11 +144,12 @@ def shared_credentials_warning(settings: Settings) -> str | None:
     worker's code could then read and delete every run's objects, of every namespace."""
     if settings.store is None or settings.store_worker_secret is not None:
         return None
+    where = f"s3://{settings.store.bucket}/{settings.store.prefix}"
     return (f"Workers share the operator's object store credentials: set "
             f"{WORKER_SECRET_ENV} (chart: store.workerSecret) to a Secret in namespace "
             f"{settings.lease_namespace} with keys {WORKER_ACCESS_KEY} and "
-            f"{WORKER_SECRET_KEY} of a store user limited to {settings.store.prefix}"
-            "<namespace>/<workflow>/ (docs/operating.md, \"Object store\")")
+            f"{WORKER_SECRET_KEY} of a store user allowed only objects under "
+            f"{where} (docs/operating.md, \"Object store\")")
 
 
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+from conveyor.store import ObjectStore, StoreSettings
 from conveyor.worker import Retryable, TaskContext, task
 
 
@@ -44,3 +45,14 @@ def work(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 @task("other")
 def other(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return _behave(inputs, ctx)
+
+
+@task("probe")
+def probe(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Writes one object with the object store its pod was given (CONVEYOR_S3_*, from the
+    operator), as a large output would be kept: where it went and under which access key."""
+    settings = StoreSettings.from_env()
+    with ObjectStore(settings) as store:
+        ref = store.put(f"probe/{ctx.run}/{ctx.attempt}.json", b'{"probe": true}')
+    _record(ctx, "succeeded")
+    return {"bucket": ref.bucket, "key": ref.key, "accessKey": settings.access_key}
