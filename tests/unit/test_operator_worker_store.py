@@ -19,6 +19,7 @@ from conveyor.operator.pools import PoolManager
 from conveyor.operator.reconcile import Reconciler, StoreUnusable, worker_store
 from conveyor.operator.settings import Settings
 from conveyor.store.settings import StoreSettings
+from testbed import pki
 from unit.fakes import NAMESPACE, WORKFLOW, Bed, FakeKube, drive, workflow_body, workflow_spec
 
 T = TypeVar("T")
@@ -97,22 +98,30 @@ def test_a_refused_read_names_the_grant_and_other_errors_are_tried_again():
     assert caught.value.status == 500
 
 
-def test_the_stores_ca_is_read_at_every_call_and_an_unreadable_one_is_named(tmp_path: Path):
+def test_the_stores_ca_is_read_at_every_call_and_an_unusable_one_is_named(tmp_path: Path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):  # two CAs of their own, as PEM
+        folder.mkdir()
+        pki.ensure_broker(folder)
     ca = tmp_path / "s3-ca.pem"
-    ca.write_text("CA one")
+    ca.write_text((one / "amqp-ca.crt").read_text())
     store = StoreSettings(bucket="runs", access_key="a", secret_key="s",
                           endpoint="https://s3.example", ca_file=ca)
     settings = _settings(store=store, worker_secret=None)
     kube = FakeKube()
     parts = drive_value(lambda: worker_store(settings, kube))
-    assert parts is not None and parts.ca == "CA one" and parts.place.ca
-    ca.write_text("CA two")  # rotated: the next reconcile carries the new one
+    assert parts is not None and parts.ca == ca.read_text() and parts.place.ca
+    ca.write_text((two / "amqp-ca.crt").read_text())  # rotated: the next reconcile has it
     parts = drive_value(lambda: worker_store(settings, kube))
-    assert parts is not None and parts.ca == "CA two"
+    assert parts is not None and parts.ca == (two / "amqp-ca.crt").read_text()
+    for text, says in (("", "the file is empty"), ("not a certificate", "")):
+        ca.write_text(text)
+        with pytest.raises(StoreUnusable, match=f"CA file {ca}: {says}") as caught:
+            drive_value(lambda: worker_store(settings, kube))
+        assert caught.value.reason == "StoreCAUnreadable"
     ca.unlink()
-    with pytest.raises(StoreUnusable, match=f"CA file {ca}: No such file") as caught:
+    with pytest.raises(StoreUnusable, match=f"CA file {ca}: No such file"):
         drive_value(lambda: worker_store(settings, kube))
-    assert caught.value.reason == "StoreCAUnreadable"
 
 
 # -- through the reconcile --------------------------------------------------------------------

@@ -13,6 +13,7 @@ Workflow `Ready=False` (reason `StoreCredentialsMissing`) until the drift timer 
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,9 +77,14 @@ async def worker_store(settings: Settings, kube: KubeApi) -> WorkerStoreParts | 
     if store.ca_file is not None:
         try:
             ca = store.ca_file.read_text(encoding="ascii")
-        except (OSError, ValueError) as error:
+            if not ca.strip():
+                raise ValueError("the file is empty")  # ssl would trust the system's CAs
+            # Loading it is the check: OpenSSL refuses data with no certificate in it, and the
+            # workers would fail every TLS connection with it.
+            ssl.create_default_context(cadata=ca)
+        except (OSError, ValueError, ssl.SSLError) as error:
             reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-            raise StoreUnusable(f"cannot read the object store's CA file {store.ca_file}: "
+            raise StoreUnusable(f"cannot use the object store's CA file {store.ca_file}: "
                                 f"{reason}", "StoreCAUnreadable") from error
     place = WorkerStore(bucket=store.bucket, region=store.region, endpoint=store.endpoint,
                         prefix=store.prefix, max_object_bytes=settings.store_max_object_bytes,
