@@ -15,6 +15,7 @@ import yaml
 
 from conveyor.store import ObjectStore, StoreSettings, Values
 from conveyor.store import values as v
+from support.store import store_env
 from support.workflows import as_json, run, workflow
 
 pytestmark = pytest.mark.e2e
@@ -22,15 +23,6 @@ pytestmark = pytest.mark.e2e
 CLI = Callable[..., subprocess.CompletedProcess[str]]
 BIG = {"receipt": "r-42", "lines": [f"line {i}" for i in range(2000)]}
 ITEMS = [{"sku": f"sku-{i}", "reserved": i} for i in range(5)]
-
-
-def _store_env(settings: StoreSettings) -> dict[str, str]:
-    env = {"CONVEYOR_S3_BUCKET": settings.bucket, "CONVEYOR_S3_REGION": settings.region,
-           "CONVEYOR_S3_ACCESS_KEY": settings.access_key,
-           "CONVEYOR_S3_SECRET_KEY": settings.secret_key, "CONVEYOR_S3_PREFIX": settings.prefix}
-    if settings.endpoint:
-        env["CONVEYOR_S3_ENDPOINT"] = settings.endpoint
-    return env
 
 
 @pytest.fixture
@@ -80,7 +72,7 @@ def stored_run(kubectl, namespace: str, crds: None,  # type: ignore[no-untyped-d
 
 def test_outputs_reads_stored_values_and_get_lists_the_runs_objects(
         cli: CLI, stored_run: dict[str, Any], store_settings: StoreSettings, namespace: str):
-    env = _store_env(store_settings)
+    env = store_env(store_settings)
     charge = cli("outputs", "r1", "charge", store=env)
     assert charge.returncode == 0, charge.stderr
     assert json.loads(charge.stdout) == BIG
@@ -121,7 +113,7 @@ def test_without_a_store_outputs_says_which_variables_and_get_notes_it(
 def test_a_store_that_does_not_answer_is_one_line_and_get_still_shows_the_run(
         cli: CLI, stored_run: dict[str, Any], store_settings: StoreSettings):
     # A closed port on loopback: refused at once, as a store that is down.
-    env = {**_store_env(store_settings), "CONVEYOR_S3_ENDPOINT": "http://127.0.0.1:1"}
+    env = {**store_env(store_settings), "CONVEYOR_S3_ENDPOINT": "http://127.0.0.1:1"}
     result = cli("outputs", "r1", "charge", store=env)
     assert result.returncode == 6, result.stderr
     [line] = result.stderr.strip().splitlines()

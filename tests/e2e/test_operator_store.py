@@ -17,21 +17,13 @@ import pytest
 from conveyor.children import amqp_secret_name
 from conveyor.store import ObjectStore, StoreSettings
 from support.operator import OperatorProcess, operator_process
+from support.store import store_env
 from support.waiting import eventually
 from support.workflows import as_json, run, work_type, workflow
 
 pytestmark = pytest.mark.e2e
 
 WORKER_SECRET = "workers-s3"
-
-
-def _store_env(settings: StoreSettings) -> dict[str, str]:
-    env = {"CONVEYOR_S3_BUCKET": settings.bucket, "CONVEYOR_S3_REGION": settings.region,
-           "CONVEYOR_S3_ACCESS_KEY": settings.access_key,
-           "CONVEYOR_S3_SECRET_KEY": settings.secret_key, "CONVEYOR_S3_PREFIX": settings.prefix}
-    if settings.endpoint:
-        env["CONVEYOR_S3_ENDPOINT"] = settings.endpoint
-    return env
 
 
 @pytest.fixture
@@ -42,7 +34,7 @@ def start_operator(cluster, amqp_url: str, namespace: str, crds: None,  # type: 
 
     def start(**extra: str) -> OperatorProcess:
         process = operator_process(cluster, amqp_url, namespace, tmp_path / "operator.log",
-                                   **_store_env(store_settings), **extra)
+                                   **store_env(store_settings), **extra)
         process.start()
         started.append(process)
         return process
