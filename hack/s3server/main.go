@@ -4,9 +4,13 @@
 //
 // The key pair comes from the environment, not the command line, so it is not in `ps`.
 // Objects live in memory: a restart empties the store, which is what a test bed wants.
+//
+// The chart's store.bundled runs it too, for trying Conveyor: in a pod of its own network
+// namespace, with -allow-non-loopback, and -bucket to make the bucket that a restart lost.
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
 	"net"
@@ -20,22 +24,36 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (loopback only)")
+	anyAddress := flag.Bool("allow-non-loopback", false,
+		"allow a -listen address that is not loopback (a pod's own IP)")
+	var buckets []string
+	flag.Func("bucket", "a bucket to make at start (repeatable): the store starts empty",
+		func(name string) error { buckets = append(buckets, name); return nil })
 	flag.Parse()
 
 	host, _, err := net.SplitHostPort(*listen)
 	if err != nil {
 		log.Fatalf("bad -listen %q: %v", *listen, err)
 	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		log.Fatalf("-listen %q: only a loopback IP address is allowed", *listen)
+	if ip := net.ParseIP(host); ip == nil || (!ip.IsLoopback() && !*anyAddress) {
+		log.Fatalf("-listen %q: only a loopback IP address is allowed (without -allow-non-loopback)", *listen)
 	}
 	access, secret := os.Getenv("S3SERVER_ACCESS_KEY"), os.Getenv("S3SERVER_SECRET_KEY")
 	if access == "" || secret == "" {
 		log.Fatal("S3SERVER_ACCESS_KEY and S3SERVER_SECRET_KEY must both be set")
 	}
 
+	backend := s3mem.New()
+	for _, bucket := range buckets {
+		if err := gofakes3.ValidateBucketName(bucket); err != nil {
+			log.Fatalf("-bucket %q: %v", bucket, err)
+		}
+		if err := backend.CreateBucket(context.Background(), bucket); err != nil && !gofakes3.IsAlreadyExists(err) {
+			log.Fatalf("-bucket %q: %v", bucket, err)
+		}
+	}
 	faker := gofakes3.New(
-		s3mem.New(),
+		backend,
 		gofakes3.WithV4Auth(map[string]string{access: secret}),
 		gofakes3.WithIntegrityCheck(true),
 		gofakes3.WithoutVersioning(),

@@ -56,7 +56,7 @@ class Cluster:
         """Start again every daemon that is down (a soak stopped halfway leaves some killed)
         and wait until all serve; return the ones restarted."""
         restarted = []
-        for name in ("etcd", "kube-apiserver", "rabbitmq"):
+        for name in parts.DAEMONS:  # every part that unhealthy() checks
             if procs.running_pid(self.paths.pids, name) is None:
                 parts.restart(self.paths, self.ports, name, wait=False)
                 restarted.append(name)

@@ -1,13 +1,15 @@
 """Kill one part of the test bed with SIGKILL and start it again on the data it left, the way
 a crashed daemon is restarted: for fault tests and the soak (`make soak`).
 
-    python -m testbed kill etcd | kube-apiserver | rabbitmq | pod/<namespace>/<name>
-    python -m testbed restart etcd | kube-apiserver | rabbitmq
+    python -m testbed kill etcd | kube-apiserver | rabbitmq | s3server | pod/<namespace>/<name>
+    python -m testbed restart etcd | kube-apiserver | rabbitmq | s3server
 
 A restart reuses what `up` runs for the part (same flags, same ports, same data directory:
 etcd's `--data-dir`, RabbitMQ's mnesia with its quorum queues' logs), so what was written
-before the kill is there after it. A pod's containers are killed but not restarted here: the
-node agent does that under the pod's `restartPolicy`, as a kubelet would.
+before the kill is there after it. The object store (s3server) is the exception: it keeps
+objects in memory, so it comes back empty, without its buckets: a fault test that takes it
+down makes again the buckets it needs. A pod's containers are killed but not restarted here:
+the node agent does that under the pod's `restartPolicy`, as a kubelet would.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from pathlib import Path
 
 import pika
 
-from . import controlplane, procs, rabbitmq
+from . import controlplane, objectstore, procs, rabbitmq
 from .layout import Paths, Ports
 from .nodeagent import POD_MARKER
 
 # The daemons this module can kill and restart, and the pid-file names they run under.
 # epmd is left alone: it outlives a RabbitMQ crash on a real host too.
-DAEMONS = ("etcd", "kube-apiserver", "rabbitmq")
+DAEMONS = ("etcd", "kube-apiserver", "rabbitmq", objectstore.NAME)
 
 
 def kill(p: Paths, name: str, timeout: float = 20) -> list[int]:
@@ -69,6 +71,8 @@ def start(p: Paths, ports: Ports, name: str) -> int:
         controlplane.start_etcd(p, ports, bin_dir)
     elif name == "kube-apiserver":
         controlplane.start_apiserver(p, ports, bin_dir)
+    elif name == objectstore.NAME:
+        objectstore.start(p, ports)
     else:
         rabbitmq.start(p, ports)
     pid = procs.running_pid(p.pids, name)
@@ -88,7 +92,8 @@ def log_tail(p: Paths, name: str, lines: int = 8) -> str:
 
 def serving(p: Paths, ports: Ports, name: str) -> bool:
     """Whether the daemon answers: etcd's /health, the API server's /readyz, an AMQP
-    connection to RabbitMQ. False when it is not running (it may be started meanwhile)."""
+    connection to RabbitMQ, a signed ListBuckets to the object store. False when it is not
+    running (it may be started meanwhile)."""
     _check(name)
     if procs.running_pid(p.pids, name) is None:
         return False
@@ -102,6 +107,8 @@ def serving(p: Paths, ports: Ports, name: str) -> bool:
         params.socket_timeout = 2
         pika.BlockingConnection(params).close()
         return True
+    if name == objectstore.NAME:
+        return objectstore.serving(p, ports)
     return controlplane.ready(p, ports)
 
 

@@ -5,6 +5,11 @@ With amqps and a CA file, that Secret carries the CA too (key `ca.crt`) and the 
 it read-only: a worker trusts what the operator trusts, through the Secret in its own
 namespace, and never reads the operator's Secret (which lives elsewhere, under other RBAC).
 
+With an object store, the same Secret carries the workers' store key pair (keys named as the
+variables they become, `CONVEYOR_S3_ACCESS_KEY` and `CONVEYOR_S3_SECRET_KEY`) and, for a
+private CA, the store's CA (`s3-ca.crt`, mounted like the broker's); the store's location
+(endpoint, bucket, region, prefix) is plain env, since it is no secret.
+
 The manifests are server-side applied by the operator (field manager `conveyor-operator`), so a
 builder returns every field the operator owns and nothing else; replicas are the autoscaler's.
 """
@@ -12,7 +17,7 @@ builder returns every field the operator owns and nothing else; replicas are the
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import names
@@ -23,6 +28,20 @@ AMQP_CA_KEY = "ca.crt"  # the key cert-manager and kubernetes.io/tls Secrets use
 AMQP_CA_VOLUME = "conveyor-amqp-ca"
 AMQP_CA_DIR = "/etc/conveyor/amqp"
 AMQP_CA_FILE = f"{AMQP_CA_DIR}/{AMQP_CA_KEY}"
+# The object store's variables (conveyor.store.settings reads them; the pure core may not
+# import the adapter, so a unit test holds the two spellings together).
+STORE_ENDPOINT_ENV = "CONVEYOR_S3_ENDPOINT"
+STORE_BUCKET_ENV = "CONVEYOR_S3_BUCKET"
+STORE_REGION_ENV = "CONVEYOR_S3_REGION"
+STORE_PREFIX_ENV = "CONVEYOR_S3_PREFIX"
+STORE_CA_FILE_ENV = "CONVEYOR_S3_CA_FILE"
+STORE_MAX_OBJECT_ENV = "CONVEYOR_S3_MAX_OBJECT_BYTES"
+STORE_ACCESS_KEY = "CONVEYOR_S3_ACCESS_KEY"  # keys in the Secret, named as their variables
+STORE_SECRET_KEY = "CONVEYOR_S3_SECRET_KEY"
+STORE_CA_KEY = "s3-ca.crt"
+STORE_CA_VOLUME = "conveyor-s3-ca"
+STORE_CA_DIR = "/etc/conveyor/s3"
+STORE_CA_FILE = f"{STORE_CA_DIR}/{STORE_CA_KEY}"
 # Time a worker gets to finish or requeue what it holds after SIGTERM, when no task of its
 # type declares a timeout; otherwise the longest timeout plus a margin, capped at an hour.
 DEFAULT_GRACE_SECONDS = 60
@@ -45,6 +64,41 @@ class Owner:
         return {"apiVersion": names.API_VERSION, "kind": names.WORKFLOW_KIND,
                 "name": self.name, "uid": self.uid, "controller": True,
                 "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class StoreKeys:
+    """The object store key pair the workers get, which travels in the Workflow's Secret
+    only."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WorkerStore:
+    """Where the workers' object store is: plain values of their environment. `ca`: the
+    Workflow's Secret carries the store's CA, which the workers mount."""
+
+    bucket: str
+    region: str
+    endpoint: str | None = None
+    prefix: str = ""
+    max_object_bytes: int | None = None
+    ca: bool = False
+
+    def env(self, secret: str) -> list[dict[str, Any]]:
+        """The store's variables, the key pair from `secret`."""
+        plain = [(STORE_ENDPOINT_ENV, self.endpoint), (STORE_BUCKET_ENV, self.bucket),
+                 (STORE_REGION_ENV, self.region), (STORE_PREFIX_ENV, self.prefix or None),
+                 (STORE_CA_FILE_ENV, STORE_CA_FILE if self.ca else None),
+                 (STORE_MAX_OBJECT_ENV, None if self.max_object_bytes is None
+                  else str(self.max_object_bytes))]
+        return [
+            *({"name": name, "value": value} for name, value in plain if value is not None),
+            *({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+              for key in (STORE_ACCESS_KEY, STORE_SECRET_KEY)),
+        ]
 
 
 def child_name(*parts: str) -> str:
@@ -88,12 +142,20 @@ def grace_seconds(spec: WorkflowSpec, task_type: str) -> int:
     return min(max(timeouts) + GRACE_MARGIN_SECONDS, MAX_GRACE_SECONDS)
 
 
-def amqp_secret(owner: Owner, amqp_url: str, ca: str | None = None) -> dict[str, Any]:
-    """The broker URL (and the CA, PEM, that verifies it) for the Workflow's workers; owned
-    by the Workflow, so it goes with it."""
+def amqp_secret(owner: Owner, amqp_url: str, ca: str | None = None, *,
+                store_keys: StoreKeys | None = None,
+                store_ca: str | None = None) -> dict[str, Any]:
+    """The broker URL (and the CA, PEM, that verifies it) for the Workflow's workers, and
+    their object store's key pair (and its CA) when there is a store; owned by the Workflow,
+    so it goes with it."""
     data = {AMQP_SECRET_KEY: amqp_url}
     if ca is not None:
         data[AMQP_CA_KEY] = ca
+    if store_keys is not None:
+        data[STORE_ACCESS_KEY] = store_keys.access_key
+        data[STORE_SECRET_KEY] = store_keys.secret_key
+    if store_ca is not None:
+        data[STORE_CA_KEY] = store_ca
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -105,16 +167,18 @@ def amqp_secret(owner: Owner, amqp_url: str, ca: str | None = None) -> dict[str,
     }
 
 
-def _worker_env(workflow: str, task_type: TaskType, queue: str,
-                grace: int, amqp_ca: bool) -> list[dict[str, Any]]:
+def _worker_env(workflow: str, task_type: TaskType, queue: str, grace: int, *,
+                amqp_ca: bool, store: WorkerStore | None) -> list[dict[str, Any]]:
     # Ours come after the user's: Kubernetes lets the last duplicate win, so a task type's
-    # env cannot point its workers at another queue by accident.
+    # env cannot point its workers at another queue (or store) by accident.
     ca = [{"name": "CONVEYOR_AMQP_CA_FILE", "value": AMQP_CA_FILE}] if amqp_ca else []
+    stored = store.env(amqp_secret_name(workflow)) if store is not None else []
     return [
         *(var.model_dump(by_alias=True, exclude_none=True) for var in task_type.env),
         {"name": "CONVEYOR_AMQP_URL", "valueFrom": {"secretKeyRef": {
             "name": amqp_secret_name(workflow), "key": AMQP_SECRET_KEY}}},
         *ca,
+        *stored,
         {"name": "CONVEYOR_QUEUE", "value": queue},
         {"name": "CONVEYOR_TASK_TYPE", "value": task_type.name},
         {"name": "CONVEYOR_CONCURRENCY", "value": str(task_type.concurrency)},
@@ -130,17 +194,18 @@ def _worker_env(workflow: str, task_type: TaskType, queue: str,
 
 def worker_deployment(
     owner: Owner, spec: WorkflowSpec, task_type: TaskType, replicas: int, *,
-    amqp_ca: bool = False,
+    amqp_ca: bool = False, store: WorkerStore | None = None,
 ) -> dict[str, Any]:
     """The Deployment of one worker pool, consuming `conveyor.<ns>.<workflow>.<type>`;
-    `amqp_ca`: the broker Secret carries a CA, which the workers mount and verify with."""
+    `amqp_ca`: the broker Secret carries a CA, which the workers mount and verify with;
+    `store`: the object store the workers keep large outputs in."""
     workflow, namespace = owner.name, owner.namespace
     queue = names.queue_name(namespace, workflow, task_type.name)
     container: dict[str, Any] = {
         "name": "worker",
         "image": task_type.image,
         "env": _worker_env(workflow, task_type, queue, grace_seconds(spec, task_type.name),
-                           amqp_ca),
+                           amqp_ca=amqp_ca, store=store),
         "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -162,13 +227,17 @@ def worker_deployment(
         "enableServiceLinks": False,
         "containers": [container],
     }
-    if amqp_ca:
-        container["volumeMounts"] = [{"name": AMQP_CA_VOLUME, "mountPath": AMQP_CA_DIR,
-                                      "readOnly": True}]
-        pod["volumes"] = [{"name": AMQP_CA_VOLUME, "secret": {
+    # Only the CAs are mounted: the URL with its password, and the store's keys, stay out of
+    # the filesystem. A directory mount, not a subPath, so a rotated CA reaches the pods.
+    mounts = [(AMQP_CA_VOLUME, AMQP_CA_DIR, AMQP_CA_KEY)] if amqp_ca else []
+    if store is not None and store.ca:
+        mounts.append((STORE_CA_VOLUME, STORE_CA_DIR, STORE_CA_KEY))
+    if mounts:
+        container["volumeMounts"] = [{"name": volume, "mountPath": path, "readOnly": True}
+                                     for volume, path, _ in mounts]
+        pod["volumes"] = [{"name": volume, "secret": {
             "secretName": amqp_secret_name(workflow),
-            # Only the CA: the URL, with its password, stays out of the filesystem.
-            "items": [{"key": AMQP_CA_KEY, "path": AMQP_CA_KEY}]}}]
+            "items": [{"key": key, "path": key}]}} for volume, _, key in mounts]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -20,6 +20,7 @@ from conveyor.store import ObjectStore, StoreSettings
 from conveyor.store.values import run_prefix
 from support.kube import local_testbed_only
 from support.operator import OperatorProcess, operator_process
+from support.store import store_env
 from support.waiting import eventually
 from support.workflows import as_json, run, work_type, workflow
 from testbed import parts
@@ -28,17 +29,6 @@ from testbed.layout import paths, ports
 pytestmark = pytest.mark.e2e
 
 LIMIT = 64 * 1024  # what the WorkflowRun object must stay under, the whole time
-
-
-def store_env(settings: StoreSettings) -> dict[str, str]:
-    env = {"CONVEYOR_S3_BUCKET": settings.bucket, "CONVEYOR_S3_REGION": settings.region,
-           "CONVEYOR_S3_ACCESS_KEY": settings.access_key,
-           "CONVEYOR_S3_SECRET_KEY": settings.secret_key, "CONVEYOR_S3_PREFIX": settings.prefix}
-    if settings.endpoint:
-        env["CONVEYOR_S3_ENDPOINT"] = settings.endpoint
-    if settings.ca_file:
-        env["CONVEYOR_S3_CA_FILE"] = str(settings.ca_file)
-    return env
 
 
 @pytest.fixture

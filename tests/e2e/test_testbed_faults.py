@@ -1,18 +1,26 @@
 """The test bed's fault tools (`python -m testbed kill|restart`): a part killed with SIGKILL
-comes back on the data it had, so a fault test measures the system, not a wiped store."""
+comes back on the data it had, so a fault test measures the system, not a wiped store; the
+object store, in memory, comes back serving and empty."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pika
 import pytest
 from kubernetes import client
 
+from conveyor.store import ObjectStore, StoreError, StoreSettings
 from support.kube import local_testbed_only
-from testbed import parts, procs
+from testbed import objectstore, parts, procs
 from testbed.layout import paths, ports
+
+HACK = Path(__file__).resolve().parents[2] / "hack"
 
 pytestmark = [pytest.mark.e2e, local_testbed_only]
 
@@ -65,3 +73,35 @@ def _get(params: pika.URLParameters, queue: str) -> bytes | None:
         if body is not None:
             channel.queue_delete(queue)
         return body
+
+
+def test_the_object_store_killed_and_restarted_serves_again_empty(
+        store_settings: StoreSettings):
+    store = ObjectStore(store_settings)
+    store.put("faults/before.json", b"1")
+    p, ports_ = paths(), ports()
+    try:
+        # The front door the soak and people use: `python -m testbed kill|restart s3server`.
+        _testbed("kill", objectstore.NAME)
+        assert procs.running_pid(p.pids, objectstore.NAME) is None
+        assert not parts.serving(p, ports_, objectstore.NAME)
+        with pytest.raises(StoreError) as caught:
+            store.list("faults/")
+        assert caught.value.retryable, "a store that is down may be back soon"
+    finally:
+        _testbed("restart", objectstore.NAME)
+        # It keeps objects in memory: the restart emptied it, buckets too. The session's
+        # bucket is made again for the tests that follow.
+        s3 = objectstore.client(p, ports_)
+        s3.create_bucket(Bucket=store_settings.bucket)
+        s3.close()
+    assert parts.serving(p, ports_, objectstore.NAME)
+    assert store.list("faults/") == [], "in memory: what was stored before is gone"
+    store.put("faults/after.json", b"22")
+    assert store.list("faults/") == [("faults/after.json", 2)]
+    store.close()
+
+
+def _testbed(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "testbed", *args], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(HACK)}, capture_output=True)

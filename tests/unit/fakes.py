@@ -245,6 +245,13 @@ class FakeKube:
         found = self.config_maps.get((namespace, name))
         return None if found is None else dict(found.get("data") or {})
 
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        await self._enter("get_secret_data", name, (namespace, name))
+        found = self.secrets.get((namespace, name))
+        if found is None:
+            return None
+        return {**(found.get("data") or {}), **(found.get("stringData") or {})}
+
     async def list_deployments(self, namespace: str,
                                labels: Mapping[str, str]) -> list[DeploymentState]:
         await self._enter("list_deployments", "", (namespace, dict(labels)))

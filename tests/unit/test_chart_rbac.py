@@ -15,7 +15,8 @@ The rules are derived from the source, not copied from the chart:
   watching CRDs, and namespaces when it watches a list of namespaces
   (kopf/_core/reactor/observation.py).
 - Secrets are written, never read: no get, list, watch, or patch (a PATCH answers with the
-  whole object, so it reads as well as writes).
+  whole object, so it reads as well as writes). The one exception is the workers' object
+  store Secret (store.workerSecret): `get` on that name alone, in the operator's namespace.
 """
 
 from __future__ import annotations
@@ -115,16 +116,19 @@ def _operator_modules() -> list[Path]:
             if not {"kube", "cli"} & set(p.relative_to(PACKAGE).parts)]
 
 
-# Calls on the operator's own Deployment, in its own namespace (the Role beside the Lease's,
-# limited to that one name): the watch that tells an uninstall from a restart.
-OWN_DEPLOYMENT_METHODS = frozenset({"deployment_present", "wait_deployment_gone"})
+# Calls on objects of the operator's own namespace, each limited to one name in the Role beside
+# the Lease's: its own Deployment (the watch that tells an uninstall from a restart), and the
+# workers' object store Secret (with store.workerSecret only).
+OWN_NAMESPACE_METHODS = {"deployment_present": "own-deployment",
+                         "wait_deployment_gone": "own-deployment",
+                         "get_secret_data": "worker-secret"}
 
 
-def operator_rules(*, own_deployment: bool = False) -> set[Rule]:
-    """What the operator's own calls need, from the Kube methods its modules call: those on
-    its own Deployment if `own_deployment`, else the others."""
+def operator_rules(*, scope: str | None = None) -> set[Rule]:
+    """What the operator's own calls need, from the Kube methods its modules call: those of
+    one `scope` of OWN_NAMESPACE_METHODS, else (None) those in the watched namespaces."""
     methods = {name: found for name, found in kube_methods().items()
-               if (name in OWN_DEPLOYMENT_METHODS) == own_deployment}
+               if OWN_NAMESPACE_METHODS.get(name) == scope}
     needed: set[Rule] = set()
     for path in _operator_modules():
         tree = ast.parse(path.read_text())
@@ -189,10 +193,11 @@ def _flatten(rules: list[dict[str, Any]]) -> set[Rule]:
 
 
 def _split() -> tuple[set[Rule], set[Rule]]:
-    """(rules in the watched namespaces, rules on Leases in the operator's own namespace)."""
+    """(rules in the watched namespaces, rules in the operator's own namespace: its Lease and
+    its Deployment)."""
     everything = operator_rules() | kopf_rules()
     lease = {r for r in everything if r[1] == "leases"}
-    return everything - lease, lease | operator_rules(own_deployment=True)
+    return everything - lease, lease | operator_rules(scope="own-deployment")
 
 
 def test_the_derivation_finds_what_the_operator_is_known_to_do() -> None:
@@ -206,8 +211,10 @@ def test_the_derivation_finds_what_the_operator_is_known_to_do() -> None:
     assert ("apps", "deployments/scale", "patch") in needed
     assert (names.GROUP, "workflowruns/status", "patch") in needed
     assert ("coordination.k8s.io", "leases", "update") in needed
-    assert operator_rules(own_deployment=True) == {
+    assert operator_rules(scope="own-deployment") == {
         ("apps", "deployments", verb) for verb in ("get", "list", "watch")}
+    assert operator_rules(scope="worker-secret") == {("", "secrets", "get")}
+    assert ("", "secrets", "get") not in needed
     assert (names.GROUP, "workflowruns", "watch") in needed
     assert not any("{" in r[1] for r in needed)
 
@@ -278,6 +285,30 @@ def test_no_rule_lets_the_operator_read_a_secret(values: dict[str, Any]) -> None
             if "" in rule["apiGroups"] and {"secrets", "*"} & set(rule["resources"]):
                 assert not READS & set(rule["verbs"]), (role["kind"], rule)
                 assert set(rule["verbs"]) == {"create", "update"}, rule
+
+
+STORE = {"store.enabled": True, "store.bucket": "runs", "store.existingSecret": "operator-s3"}
+
+
+@pytest.mark.parametrize("values", [{}, {"operator.namespaces": ["shop", "billing"]}],
+                         ids=["every-namespace", "a-list"])
+def test_the_worker_store_secret_is_the_one_secret_read_by_name_in_the_own_namespace(
+        values: dict[str, Any]) -> None:
+    objects = _objects({**values, **STORE, "store.workerSecret": "workers-s3"})
+    _, lease = _split()
+    leader = objects[("Role", "conveyor-leader", "conveyor-system")]
+    assert _flatten(leader["rules"]) == lease | operator_rules(scope="worker-secret")
+    [read] = [rule for rule in leader["rules"] if rule["resources"] == ["secrets"]]
+    assert read == {"apiGroups": [""], "resources": ["secrets"],
+                    "resourceNames": ["workers-s3"], "verbs": ["get"]}
+    for (kind, name, _), role in objects.items():
+        if kind in ("Role", "ClusterRole") and name == "conveyor":
+            for rule in role["rules"]:
+                if {"secrets", "*"} & set(rule["resources"]):
+                    assert set(rule["verbs"]) == {"create", "update"}, rule
+    # Without a worker Secret nothing is read, store or no store.
+    plain = _objects({**values, **STORE})[("Role", "conveyor-leader", "conveyor-system")]
+    assert _flatten(plain["rules"]) == lease
 
 
 def test_the_leader_role_reads_and_writes_only_its_own_lease() -> None:

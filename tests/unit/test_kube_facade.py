@@ -8,6 +8,7 @@ real generated client, over an `ApiClient` whose transport fails as the test say
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import ssl
 from collections.abc import Callable
@@ -64,6 +65,7 @@ CALLS: list[tuple[str, tuple[Any, ...]]] = [
                     "RunRunning", "run running")),
     ("apply_config_map", ({"metadata": {"name": "cm", "namespace": "ns"}},)),
     ("get_config_map_data", ("ns", "cm")),
+    ("get_secret_data", ("ops", "workers-s3")),
     ("list_deployments", ("ns", {"a": "b"})),
     ("delete_run", ("ns", "r1", "uid-r1")),
     ("list_custom", ("workflowruns", None, None)),
@@ -173,3 +175,36 @@ def test_a_429_carries_the_servers_retry_after(header: str | None,
 
 def test_a_wild_retry_after_is_bounded() -> None:
     assert KubeError("x", 429, retry_after=86400).delay(2.0) == 60.0
+
+
+class SecretApiClient(client.ApiClient):  # type: ignore[misc]
+    """Answers every call with one Secret (or raises `error`), as the generated method hands
+    its answer back: from `call_api` in older clients, from `_call_with_legacy_options`
+    in the pydantic-based ones."""
+
+    def __init__(self, data: dict[str, str] | None, error: BaseException | None = None) -> None:
+        super().__init__(client.Configuration(host="https://127.0.0.1:1"))
+        self.data, self.error = data, error
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if self.error is not None:
+            raise self.error
+        return client.V1Secret(data=self.data)
+
+    _call_with_legacy_options = call_api
+
+
+def test_a_secrets_data_comes_back_decoded_and_a_missing_one_is_none() -> None:
+    encoded = {"accessKey": base64.b64encode(b"workers").decode(),
+               "secretKey": base64.b64encode(b"s3cret").decode()}
+    found = asyncio.run(AsyncKube(Kube(SecretApiClient(encoded))).get_secret_data("ops", "w"))
+    assert found == {"accessKey": "workers", "secretKey": "s3cret"}
+    missing = ApiException(status=404, reason="Not Found")
+    assert Kube(SecretApiClient(None, missing)).get_secret_data("ops", "w") is None
+
+
+def test_a_secret_value_that_is_no_text_is_named_by_its_key_not_shown() -> None:
+    encoded = {"secretKey": base64.b64encode(b"\xffs3cret").decode()}
+    with pytest.raises(KubeError) as caught:
+        Kube(SecretApiClient(encoded)).get_secret_data("ops", "w")
+    assert str(caught.value) == "get Secret ops/w: key secretKey is not UTF-8 text"

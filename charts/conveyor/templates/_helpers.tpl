@@ -78,6 +78,56 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-rabbitmq" (include "conveyor.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* "true" when the operator has an object store: store.enabled, or the bundled one. */}}
+{{- define "conveyor.storeEnabled" -}}
+{{- if or .Values.store.enabled .Values.store.bundled.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The bundled object store's name, and the labels that select its pod. */}}
+{{- define "conveyor.storeName" -}}
+{{- printf "%s-store" (include "conveyor.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "conveyor.storeSelectorLabels" -}}
+app.kubernetes.io/name: conveyor-s3
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The port the bundled store serves S3 on. */}}
+{{- define "conveyor.storePort" -}}9000{{- end }}
+
+{{/* The Secret with the operator's store key pair (keys accessKey and secretKey). */}}
+{{- define "conveyor.storeSecretName" -}}
+{{- if .Values.store.bundled.enabled }}
+{{- include "conveyor.storeName" . }}
+{{- else }}
+{{- .Values.store.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* The store's endpoint (empty: AWS S3) and bucket, the bundled store's when it runs. */}}
+{{- define "conveyor.storeEndpoint" -}}
+{{- if .Values.store.bundled.enabled }}
+{{- printf "http://%s.%s.svc:%s" (include "conveyor.storeName" .) .Release.Namespace (include "conveyor.storePort" .) }}
+{{- else }}
+{{- .Values.store.endpoint | trimSuffix "/" }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.storeBucket" -}}
+{{- if and .Values.store.bundled.enabled (not .Values.store.bucket) }}conveyor
+{{- else }}{{ .Values.store.bucket }}{{ end }}
+{{- end }}
+
+{{/* The store's TCP port as its endpoint says (443 for AWS S3 and an https URL without one). */}}
+{{- define "conveyor.storeEndpointPort" -}}
+{{- $endpoint := include "conveyor.storeEndpoint" . }}
+{{- $port := regexFind ":[0-9]+$" (default "" (urlParse (default "https://s3" $endpoint)).host) | trimPrefix ":" }}
+{{- if $port }}{{ $port }}
+{{- else if hasPrefix "http://" $endpoint }}80
+{{- else }}443{{ end }}
+{{- end }}
+
 {{/* The Lease that elects the acting replica: one per release. */}}
 {{- define "conveyor.leaseName" -}}
 {{- default (include "conveyor.fullname" .) .Values.operator.leaderLease }}

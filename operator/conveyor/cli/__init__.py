@@ -1,9 +1,10 @@
 """`conveyor` (also `kubectl conveyor`): run, watch, retry, lint and draw Workflows.
 
-One module per verb (`runs`, `submit`, `watch`, `lint`, `graph`, `publish`, `dlq`); `common`
-holds the exit codes and the single error a verb raises, `render` the output formats. Every
-failure a user can cause or meet (a missing run, no cluster, a bad input, the broker down)
-ends as one line on stderr and a documented exit code (see `common`), never a traceback.
+One module per verb (`runs`, `submit`, `watch`, `lint`, `graph`, `publish`, `dlq`,
+`outputs`); `common` holds the exit codes and the single error a verb raises, `render` the
+output formats, `objectstore` the user's object store. Every failure a user can cause or meet
+(a missing run, no cluster, a bad input, the broker or the store down) ends as one line on
+stderr and a documented exit code (see `common`), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from conveyor.cli import dlq, graph, lint, publish, runs, submit, watch
+from conveyor.cli import dlq, graph, lint, outputs, publish, runs, submit, watch
 from conveyor.cli.common import INTERRUPTED, CliError, Cluster
 from conveyor.cli.render import FORMATS
 from conveyor.errors import ConveyorError
@@ -36,10 +37,11 @@ def parser() -> argparse.ArgumentParser:
         prog="conveyor", description="Run and inspect Conveyor workflows.",
         epilog="Exit codes: 0 ok (a watched run Succeeded), 1 the run failed or problems "
         "found, 2 usage, 3 not found, 4 cluster unreachable, 5 broker unreachable, "
-        "130 interrupted.")
+        "6 object store unreachable or not configured, 130 interrupted.")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     submit.add_parsers(verbs, common, output)
     runs.add_parsers(verbs, common, output)
+    outputs.add_parser(verbs, common)
     watch.add_parser(verbs, common)
     lint.add_parser(verbs, output)
     graph.add_parser(verbs, common)

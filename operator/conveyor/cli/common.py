@@ -9,6 +9,8 @@ Exit codes (docs/cli.md):
     3  not found: the run, Workflow, file or queue named does not exist
     4  the cluster: no kubeconfig, the API server unreachable or refusing the call
     5  the broker: RabbitMQ unreachable or refusing the call
+    6  the object store: not configured for a stored value, unreachable, or refusing the
+       call (credentials, a damaged object)
   130  interrupted (Ctrl-C)
 """
 
@@ -24,7 +26,7 @@ import yaml
 from conveyor.errors import ConveyorError
 from conveyor.kube import CliKube, KubeError, load_cli_client
 
-OK, FAILED, USAGE, NOT_FOUND, CLUSTER, BROKER, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+OK, FAILED, USAGE, NOT_FOUND, CLUSTER, BROKER, STORE, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 
 
 class CliError(ConveyorError):

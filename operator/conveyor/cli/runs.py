@@ -1,4 +1,5 @@
-"""`get RUN`, `list [runs|workflows]` and `cancel RUN`: reading runs and patching spec.cancel."""
+"""`get RUN`, `list [runs|workflows]` and `cancel RUN`: reading runs and patching spec.cancel.
+`get` also lists the run's objects in the object store when the user configured one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from typing import Any
 
 from conveyor import names
+from conveyor.cli import objectstore
 from conveyor.cli.common import NOT_FOUND, OK, CliError, Cluster, kube_failed
 from conveyor.cli.render import FORMATS, age, dump, table
 from conveyor.cli.watch import TERMINAL_RUN, Graph, frame, paint
@@ -38,6 +40,11 @@ def run_get(args: argparse.Namespace, cluster: Cluster) -> int:
     except KubeError:
         graph = Graph()  # the table still reads well without the dependencies
     print(paint(frame(run, graph, time.time()), colour=False))
+    objects, note = objectstore.UserStore().listing(run)
+    if objects is not None:
+        print(f"\n{objects}")
+    if note is not None:
+        print(note, file=sys.stderr)
     return OK
 
 

@@ -7,6 +7,8 @@ through `answered`. A 404 on delete counts as success.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from conveyor import names
-from conveyor.kube.errors import answered, api_error
+from conveyor.kube.errors import KubeError, answered, api_error
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -95,6 +97,27 @@ class Kube:
                                                field_manager=names.FIELD_MANAGER)
         except ApiException as error:
             raise api_error(f"create Secret {namespace}/{name}", error) from error
+
+    @answered
+    def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded as UTF-8 text; None when there is none. The operator reads
+        one Secret only, by name in its own namespace: the store keys an admin made for
+        workers (the chart grants `get` on that name alone)."""
+        try:
+            found = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise api_error(f"get Secret {namespace}/{name}", error) from error
+        data: dict[str, str] = {}
+        for key, value in (found.data or {}).items():
+            try:
+                data[key] = base64.b64decode(value).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                # Never the value in the message: only which key could not be read.
+                raise KubeError(f"get Secret {namespace}/{name}: key {key} is not UTF-8 "
+                                "text") from None
+        return data
 
     @answered
     def apply_config_map(self, manifest: Mapping[str, Any]) -> None:

@@ -43,6 +43,9 @@ class AsyncKube:
     async def get_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return await self._call(self.sync.get_config_map_data, namespace, name)
 
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return await self._call(self.sync.get_secret_data, namespace, name)
+
     async def deployment_present(self, namespace: str, name: str) -> bool:
         return await self._call(self.sync.deployment_present, namespace, name)
 

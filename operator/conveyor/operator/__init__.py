@@ -13,7 +13,7 @@ from conveyor.kube import Kube
 from conveyor.operator.handlers import build_registry
 from conveyor.operator.health import standby_server
 from conveyor.operator.leader import LeaderElector
-from conveyor.operator.settings import load
+from conveyor.operator.settings import load, shared_credentials_warning
 
 log = logging.getLogger("conveyor.operator")
 
@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.broker.ca_file and not settings.broker.tls:
         log.warning("Ignored the CA file ca_file=%s: the broker URL is amqp://, not amqps://",
                     settings.broker.ca_file)
+    shared = shared_credentials_warning(settings)
+    if shared is not None:
+        log.warning(shared)
     elector: LeaderElector | None = None
     if settings.leader_lease is not None:
         standby = (standby_server(settings.health_address, settings.health_port)

@@ -3,24 +3,36 @@ validate, declare (queues, the broker Secret, one Deployment per task type), pru
 edit dropped, set the Ready condition with `observedGeneration`, post an Event. Deletion waits
 for the Workflow's runs, removes the Deployments, waits for their pods to drain, then deletes
 the queues.
+
+With an object store, the broker Secret also carries the workers' store keys: those of the
+worker Secret (`Settings.store_worker_secret`, read at every reconcile so rotated keys reach
+the Workflows) or else the operator's own. A worker Secret that cannot be read leaves the
+Workflow `Ready=False` (reason `StoreCredentialsMissing`) until the drift timer finds it.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from conveyor import names
 from conveyor.broker import Admin, ca_bundle
-from conveyor.children import amqp_secret, worker_deployment
+from conveyor.children import StoreKeys, WorkerStore, amqp_secret, worker_deployment
 from conveyor.conditions import set_condition
 from conveyor.errors import ConveyorError
+from conveyor.kube import KubeError
 from conveyor.models import WorkflowSpec
 from conveyor.operator.pools import PoolManager
 from conveyor.operator.runs import RunManager
 from conveyor.operator.seams import KubeApi
-from conveyor.operator.settings import Settings
+from conveyor.operator.settings import (
+    WORKER_ACCESS_KEY,
+    WORKER_SECRET_ENV,
+    WORKER_SECRET_KEY,
+    Settings,
+)
 from conveyor.operator.workflows import WorkflowEntry, Workflows
 
 log = logging.getLogger("conveyor.operator.reconcile")
@@ -32,6 +44,72 @@ class Retry(ConveyorError):  # noqa: N818 - a signal to the handler, not an erro
     def __init__(self, message: str, delay: float) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class StoreUnusable(ConveyorError):  # noqa: N818 - a state of the Workflow, shown in Ready
+    """What the workers need of the object store cannot be had; `reason` is the Ready
+    condition's."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class WorkerStoreParts:
+    """The object store as a Workflow's children carry it."""
+
+    place: WorkerStore
+    keys: StoreKeys
+    ca: str | None
+
+
+async def worker_store(settings: Settings, kube: KubeApi) -> WorkerStoreParts | None:
+    """What the workers get of the object store (None without one); StoreUnusable when the
+    worker Secret or the store's CA file cannot be read. Never a key in a message."""
+    store = settings.store
+    if store is None:
+        return None
+    keys = StoreKeys(store.access_key, store.secret_key)
+    if settings.store_worker_secret is not None:
+        keys = await _worker_keys(kube, settings.lease_namespace, settings.store_worker_secret)
+    ca = None
+    if store.ca_file is not None:
+        try:
+            ca = store.ca_file.read_text(encoding="ascii")
+            if not ca.strip():
+                raise ValueError("the file is empty")  # ssl would trust the system's CAs
+            # Loading it is the check: OpenSSL refuses data with no certificate in it, and the
+            # workers would fail every TLS connection with it.
+            ssl.create_default_context(cadata=ca)
+        except (OSError, ValueError, ssl.SSLError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise StoreUnusable(f"cannot use the object store's CA file {store.ca_file}: "
+                                f"{reason}", "StoreCAUnreadable") from error
+    place = WorkerStore(bucket=store.bucket, region=store.region, endpoint=store.endpoint,
+                        prefix=store.prefix, max_object_bytes=settings.store_max_object_bytes,
+                        ca=ca is not None)
+    return WorkerStoreParts(place, keys, ca)
+
+
+async def _worker_keys(kube: KubeApi, namespace: str, name: str) -> StoreKeys:
+    where = f"the workers' object store Secret {namespace}/{name} ({WORKER_SECRET_ENV})"
+    try:
+        data = await kube.get_secret_data(namespace, name)
+    except KubeError as error:
+        if error.status != 403:
+            raise  # the API server's trouble: tried again like any other call
+        raise StoreUnusable(f"the operator may not read {where}: grant it get on that Secret "
+                            "by name (the chart does with store.workerSecret)",
+                            "StoreCredentialsMissing") from error
+    if data is None:
+        raise StoreUnusable(f"{where} is not found: create it with keys {WORKER_ACCESS_KEY} "
+                            f"and {WORKER_SECRET_KEY}", "StoreCredentialsMissing")
+    missing = [k for k in (WORKER_ACCESS_KEY, WORKER_SECRET_KEY) if not data.get(k)]
+    if missing:
+        raise StoreUnusable(f"{where} has no {' and no '.join(missing)}",
+                            "StoreCredentialsMissing")
+    return StoreKeys(data[WORKER_ACCESS_KEY], data[WORKER_SECRET_KEY])
 
 
 @dataclass
@@ -54,6 +132,18 @@ class Reconciler:
             log.warning("Workflow invalid workflow=%s/%s problem=%s", owner.namespace,
                         owner.name, entry.problem)
             return
+        try:
+            store = await worker_store(self.settings, self.kube)
+        except StoreUnusable as problem:
+            # Without its keys a worker could not keep a large output: no pool is provisioned
+            # (those already running keep theirs) until the drift timer finds the Secret.
+            changed = await self._write_status(entry, status, "False", problem.reason,
+                                               str(problem))
+            if changed:
+                await self._event(entry, "Warning", problem.reason, str(problem))
+                log.warning("Workflow not provisioned workflow=%s/%s reason=%s problem=%s",
+                            owner.namespace, owner.name, problem.reason, problem)
+            return
         spec = WorkflowSpec.model_validate(entry.spec)
         queues = [(names.queue_name(owner.namespace, owner.name, t.name), t.delivery_limit)
                   for t in spec.task_types]
@@ -67,7 +157,9 @@ class Reconciler:
         # Read at every reconcile (the drift timer's too), so a rotated CA reaches the
         # workers' Secrets; TLSError (unreadable) is retried like any broker error.
         ca = ca_bundle(self.settings.broker)
-        await self.kube.apply_secret(amqp_secret(owner, self.settings.broker.url, ca))
+        await self.kube.apply_secret(amqp_secret(
+            owner, self.settings.broker.url, ca, store_keys=store.keys if store else None,
+            store_ca=store.ca if store else None))
         existing = {d.task_type: d for d in await self.kube.list_deployments(
             owner.namespace, {names.LABEL_WORKFLOW: owner.name})}
         for task_type in spec.task_types:
@@ -75,8 +167,9 @@ class Reconciler:
             replicas = self.pools.register(owner.namespace, owner.name, task_type.name,
                                            task_type.scaling,
                                            current.replicas if current else None)
-            await self.kube.apply_deployment(worker_deployment(owner, spec, task_type,
-                                                               replicas, amqp_ca=ca is not None))
+            await self.kube.apply_deployment(worker_deployment(
+                owner, spec, task_type, replicas, amqp_ca=ca is not None,
+                store=store.place if store else None))
         await self._prune(entry, spec, existing)
         self.workflows.provisioned(owner.namespace, owner.name, entry.generation)
         message = f"{len(spec.task_types)} worker pools provisioned"

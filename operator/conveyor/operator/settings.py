@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from conveyor.broker.settings import CA_FILE_ENV, URL_ENV, BrokerSettings
 from conveyor.errors import ConveyorError
+from conveyor.store.errors import StoreSettingsError
+from conveyor.store.loading import DEFAULT_MAX_OBJECT_BYTES, MAX_OBJECT_ENV
+from conveyor.store.settings import BUCKET_ENV, StoreSettings
+
+WORKER_SECRET_ENV = "CONVEYOR_S3_WORKER_SECRET"
+WORKER_ACCESS_KEY = "accessKey"
+WORKER_SECRET_KEY = "secretKey"
+"""The keys of the worker Secret (`CONVEYOR_S3_WORKER_SECRET`): the store credentials the
+admin made for workers."""
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS-1123 subdomain
 
 
 class SettingsError(ConveyorError):
@@ -45,6 +56,15 @@ class Settings:
     when it is gone as the operator stops, the install was removed and its queues go too."""
     pool_interval: float = 2.0
     """Seconds between two looks at every pool's backlog for autoscaling and status."""
+    store: StoreSettings | None = None
+    """The object store for values kept by reference (`CONVEYOR_S3_*`); None when
+    `CONVEYOR_S3_BUCKET` is unset: outputs then travel inline only."""
+    store_worker_secret: str | None = None
+    """A Secret in `lease_namespace` (`CONVEYOR_S3_WORKER_SECRET`) with keys `accessKey` and
+    `secretKey`: the store credentials the workers get instead of the operator's own."""
+    store_max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    """The largest value kept in the store (`CONVEYOR_S3_MAX_OBJECT_BYTES`), the workers'
+    limit too."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -97,6 +117,41 @@ def _number(raw: str, name: str, kind: type[float] | type[int]) -> float:
     return value
 
 
+def _store(env: Mapping[str, str]) -> tuple[StoreSettings | None, str | None, int]:
+    """The object store's settings, the worker Secret's name and the object size limit."""
+    worker_secret = env.get(WORKER_SECRET_ENV) or None
+    limit = int(_number(env.get(MAX_OBJECT_ENV) or str(DEFAULT_MAX_OBJECT_BYTES),
+                        MAX_OBJECT_ENV, int))
+    if limit < 1:
+        raise SettingsError(f"{MAX_OBJECT_ENV}: must be at least 1 byte")
+    if not env.get(BUCKET_ENV):
+        if worker_secret is not None:
+            raise SettingsError(f"{WORKER_SECRET_ENV} is set but {BUCKET_ENV} is not: there "
+                                "is no object store for the workers' credentials")
+        return None, None, limit
+    try:
+        store = StoreSettings.from_env(env)
+    except StoreSettingsError as error:
+        # Its message names the variable; the secret key is never in it.
+        raise SettingsError(f"object store: {error}") from None
+    if worker_secret is not None and not _SECRET_NAME.match(worker_secret):
+        raise SettingsError(f"{WORKER_SECRET_ENV}: {worker_secret!r} is not a Secret name")
+    return store, worker_secret, limit
+
+
+def shared_credentials_warning(settings: Settings) -> str | None:
+    """What to log once at start when the workers get the operator's own store keys: any
+    worker's code could then read and delete every run's objects, of every namespace."""
+    if settings.store is None or settings.store_worker_secret is not None:
+        return None
+    where = f"s3://{settings.store.bucket}/{settings.store.prefix}"
+    return (f"Workers share the operator's object store credentials: set "
+            f"{WORKER_SECRET_ENV} (chart: store.workerSecret) to a Secret in namespace "
+            f"{settings.lease_namespace} with keys {WORKER_ACCESS_KEY} and "
+            f"{WORKER_SECRET_KEY} of a store user allowed only objects under "
+            f"{where} (docs/operating.md, \"Object store\")")
+
+
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     args = _parser().parse_args(argv)
@@ -121,6 +176,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                             float)
     if lease_seconds < 1:
         raise SettingsError(f"CONVEYOR_LEASE_SECONDS: {lease_seconds:g} is below 1 second")
+    store, worker_secret, max_object = _store(env)
     return Settings(
         broker=broker,
         namespaces=tuple(namespaces),
@@ -132,4 +188,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         lease_namespace=env.get("POD_NAMESPACE") or (namespaces[0] if namespaces else "default"),
         own_deployment=env.get("CONVEYOR_OPERATOR_DEPLOYMENT") or None,
         lease_seconds=float(lease_seconds),
+        store=store,
+        store_worker_secret=worker_secret,
+        store_max_object_bytes=max_object,
     )

@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any
 
+from conveyor.store import ObjectStore, StoreSettings
 from conveyor.worker import Retryable, TaskContext, task
 
 
@@ -75,3 +76,14 @@ def data(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if op == "fail":
         raise ValueError("failed on purpose")
     raise ValueError(f"unknown op {op!r}")
+
+
+@task("probe")
+def probe(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Writes one object with the object store its pod was given (CONVEYOR_S3_*, from the
+    operator), as a large output would be kept: where it went and under which access key."""
+    settings = StoreSettings.from_env()
+    with ObjectStore(settings) as store:
+        ref = store.put(f"probe/{ctx.run}/{ctx.attempt}.json", b'{"probe": true}')
+    _record(ctx, "succeeded")
+    return {"bucket": ref.bucket, "key": ref.key, "accessKey": settings.access_key}
