@@ -15,6 +15,7 @@ from conveyor.cli.runs import fetch
 from conveyor.cli.watch import TERMINAL_RUN, follow
 from conveyor.kube import KubeError
 from conveyor.manifests import run_manifest
+from conveyor.stored import REF, is_items_ref
 
 # Where a retried run came from: for people and tools; the operator does not read it.
 RETRY_OF_ANNOTATION = f"{names.GROUP}/retry-of"
@@ -37,6 +38,9 @@ def reusable(status: Mapping[str, Any], workflow_spec: Mapping[str, Any]) -> dic
         elif isinstance(outputs, list) and len(outputs) == (task.get("items") or {}).get(
                 "total", len(outputs)):
             reuse[task["name"]] = outputs
+        elif is_items_ref(outputs) and outputs[REF].get("items") == (
+                task.get("items") or {}).get("total"):
+            reuse[task["name"]] = outputs  # stored: referenced by the new run, never copied
     return reuse
 
 

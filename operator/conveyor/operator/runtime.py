@@ -19,10 +19,12 @@ from conveyor.operator.reconcile import Reconciler
 from conveyor.operator.removal import RemovalWatch
 from conveyor.operator.runs import RunManager
 from conveyor.operator.runs.leasekeeping import LeaseKeeper
+from conveyor.operator.runs.storage import CONCURRENCY, RunStorage
 from conveyor.operator.settings import Settings
 from conveyor.operator.supervision import supervised
 from conveyor.operator.triggers import TriggerRouter
 from conveyor.operator.workflows import Workflows
+from conveyor.store import ObjectStore, Values
 
 log = logging.getLogger("conveyor.operator")
 
@@ -49,8 +51,17 @@ class Runtime:
         self.pools = PoolManager(settings, self.kube, metrics=self.metrics,
                                  in_flight=lambda: self.runs.in_flight(),  # noqa: PLW0108
                                  workers=lambda: self.runs.workers)
+        self.object_store: ObjectStore | None = None
+        storage = None
+        if settings.store is not None:
+            self.object_store = ObjectStore(settings.store, max_connections=CONCURRENCY)
+            storage = RunStorage(
+                Values(self.object_store, max_bytes=settings.store_max_object_bytes),
+                self.object_store, bucket=settings.store.bucket,
+                key_prefix=settings.store.prefix, cache_bytes=settings.store_cache_bytes)
         self.runs = RunManager(settings, self.kube, self.link, self.workflows,
-                               metrics=self.metrics, on_dispatch=self.pools.dispatched)
+                               metrics=self.metrics, on_dispatch=self.pools.dispatched,
+                               storage=storage)
         self.lease_keeper = LeaseKeeper(
             self.runs.runs, self.runs.actor, self.runs.leases, self.link, self.metrics,
             emptied_at=self.pools.emptied_at, unread_events=self._unread_events,
@@ -99,6 +110,8 @@ class Runtime:
         await asyncio.to_thread(self.link.close)
         await asyncio.to_thread(self.trigger_link.close)
         await self._remove_queues_if_uninstalled()
+        if self.object_store is not None:
+            self.object_store.close()
         log.info("Operator stopped")
 
     def _declare_topology(self, admin: Admin) -> None:

@@ -15,6 +15,8 @@ from conveyor.store.loading import DEFAULT_MAX_OBJECT_BYTES, MAX_OBJECT_ENV
 from conveyor.store.settings import BUCKET_ENV, StoreSettings
 
 WORKER_SECRET_ENV = "CONVEYOR_S3_WORKER_SECRET"
+CACHE_BYTES_ENV = "CONVEYOR_S3_CACHE_BYTES"
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 WORKER_ACCESS_KEY = "accessKey"
 WORKER_SECRET_KEY = "secretKey"
 """The keys of the worker Secret (`CONVEYOR_S3_WORKER_SECRET`): the store credentials the
@@ -62,6 +64,9 @@ class Settings:
     store_worker_secret: str | None = None
     """A Secret in `lease_namespace` (`CONVEYOR_S3_WORKER_SECRET`) with keys `accessKey` and
     `secretKey`: the store credentials the workers get instead of the operator's own."""
+    store_cache_bytes: int = DEFAULT_CACHE_BYTES
+    """Stored values the operator holds read for expressions, at most (as their JSON counts;
+    the Python objects take several times that): `CONVEYOR_S3_CACHE_BYTES`."""
     store_max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     """The largest value kept in the store (`CONVEYOR_S3_MAX_OBJECT_BYTES`), the workers'
     limit too."""
@@ -177,6 +182,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if lease_seconds < 1:
         raise SettingsError(f"CONVEYOR_LEASE_SECONDS: {lease_seconds:g} is below 1 second")
     store, worker_secret, max_object = _store(env)
+    cache_bytes = int(_number(env.get(CACHE_BYTES_ENV) or str(DEFAULT_CACHE_BYTES),
+                              CACHE_BYTES_ENV, int))
+    if cache_bytes < 0:
+        raise SettingsError(f"{CACHE_BYTES_ENV}: must not be negative")
     return Settings(
         broker=broker,
         namespaces=tuple(namespaces),
@@ -191,4 +200,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         store=store,
         store_worker_secret=worker_secret,
         store_max_object_bytes=max_object,
+        store_cache_bytes=cache_bytes,
     )
