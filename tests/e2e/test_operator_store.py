@@ -70,7 +70,8 @@ def _wait(kubectl, name: str, *phases: str, timeout: float = 180) -> dict[str, A
 
 
 def _task(status: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(t for t in status.get("tasks", []) if t["name"] == name)
+    """The task's entry in the status; {} until it has one."""
+    return next((t for t in status.get("tasks", []) if t["name"] == name), {})
 
 
 def _run_keys(objects: ObjectStore, kubectl, name: str) -> list[str]:  # type: ignore[no-untyped-def]
