@@ -51,17 +51,22 @@ def other(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 @task("data")
 def data(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Data at scale, by `op`: `gen` makes `n` items; `item` answers one of them with about
-    100 bytes; `sum` adds what the items answered; `blob` makes `mb` MB of text with its
-    sha256; `check` verifies the blob it was given against that sha256; `fail` fails."""
+    100 bytes (`noop`: nothing); `sum` adds what the items answered (`count`: counts them);
+    `blob` makes `mb` MB of text with its sha256; `check` verifies the blob it was given
+    against that sha256; `fail` fails."""
     op = inputs.get("op")
     if op == "gen":
         return {"items": [{"i": i} for i in range(int(inputs["n"]))]}
     if op == "item":
         i = int(inputs["item"]["i"])
         return {"v": i * 2, "pad": "p" * 80}
+    if op == "noop":
+        return {}
     if op == "sum":
         values = inputs["values"]
         return {"sum": sum(v["v"] for v in values), "count": len(values)}
+    if op == "count":
+        return {"count": len(inputs["values"])}
     if op == "blob":
         size = int(float(inputs["mb"]) * 1_000_000)
         seed = hashlib.sha256(str(inputs.get("seed", 0)).encode()).hexdigest()
