@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from bench_operator import kubectl, one_run, wait_ready
+from bench_operator import kubectl, one_run, start_operator, wait_ready
 from conveyor import names
 from conveyor.broker import Admin
 from conveyor.broker.settings import BrokerSettings
@@ -59,13 +57,6 @@ def rabbitmq_rss_mib() -> float | None:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
     return total or None
-
-
-def start_operator(namespace: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "conveyor.operator", "-n", namespace],
-        env={**os.environ, "CONVEYOR_HEALTH_PORT": "0", **env},
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -39,6 +39,14 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
                           check=True).stdout
 
 
+def start_operator(namespace: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`conveyor-operator` for `namespace`, its output appended to `log`; `env` on top."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor.operator", "-n", namespace],
+        env={**os.environ, "CONVEYOR_HEALTH_PORT": "0", **env},
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def apiserver_writes(resource: str) -> float:
     """Mutating requests the API server served for `resource` (its own counter)."""
     config = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
@@ -107,10 +115,7 @@ def main() -> None:
     kubectl("apply", "-f", str(REPO / "crds"))
     kubectl("create", "namespace", namespace)
     log = Path(tempfile.mkdtemp()) / "operator.log"
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.operator", "-n", namespace],
-        env={**os.environ, "CONVEYOR_LEADER_LEASE": "none", "CONVEYOR_HEALTH_PORT": "0"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    operator = start_operator(namespace, log, CONVEYOR_LEADER_LEASE="none")
     try:
         kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps({
             "apiVersion": "conveyor.dev/v1alpha1", "kind": "Workflow",

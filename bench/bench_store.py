@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench_operator import kubectl, when
+from bench_operator import kubectl, start_operator, when
 from conveyor.store import ObjectStore, StoreSettings
 from conveyor.store.values import run_prefix
 from testbed import objectstore
 from testbed.layout import paths, ports
+from testbed.sizes import LargestObject
 
 REPO = Path(__file__).resolve().parents[1]
 WORKERS = REPO / "tests" / "e2e" / "workers"  # the e2e worker module's `data` task type
@@ -61,32 +58,9 @@ def workflow(items: int, op: str, replicas: int, concurrency: int) -> dict[str, 
         }}
 
 
-class Largest:
-    """The WorkflowRun's largest size as served, read every half second in a thread."""
-
-    def __init__(self, namespace: str, name: str) -> None:
-        self._argv = ["kubectl", "-n", namespace, "get", "cwr", name, "-o", "json"]
-        self.bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> Largest:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.5):  # a sampling interval
-            out = subprocess.run(self._argv, capture_output=True, check=False).stdout
-            self.bytes = max(self.bytes, len(out))
-
-
 def one_run(namespace: str, op: str, items: int, store: ObjectStore) -> dict[str, float]:
     name = f"{op}-{uuid.uuid4().hex[:6]}"
-    with Largest(namespace, name) as largest:
+    with LargestObject(["-n", namespace, "get", "cwr", name]) as largest:
         kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps({
             "apiVersion": "conveyor.dev/v1alpha1", "kind": "WorkflowRun",
             "metadata": {"name": name}, "spec": {"workflowRef": {"name": f"store-{op}"}}}))
@@ -114,7 +88,7 @@ def one_run(namespace: str, op: str, items: int, store: ObjectStore) -> dict[str
         "bytes_per_item": sum(size for _, size in stored) / items,
         "item_bytes_per_item": item_bytes / items,
         "objects": len(stored),
-        "largest": largest.bytes,
+        "largest": largest.largest,
     }
 
 
@@ -140,11 +114,7 @@ def main() -> None:
     kubectl("apply", "-f", str(REPO / "crds"))
     kubectl("create", "namespace", namespace)
     log = Path(tempfile.mkdtemp()) / "operator.log"
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.operator", "-n", namespace],
-        env={**os.environ, **env_store, "CONVEYOR_LEADER_LEASE": "none",
-             "CONVEYOR_HEALTH_PORT": "0"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    operator = start_operator(namespace, log, CONVEYOR_LEADER_LEASE="none", **env_store)
     results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     try:
         with ObjectStore(StoreSettings.from_env(env_store)) as store:

@@ -4,14 +4,13 @@ watching the test's namespace, on the session's vhost."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.operator import OperatorProcess, operator_process
+from support.operator import OperatorProcess, running_operator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,13 +29,7 @@ def crds(cluster) -> None:  # type: ignore[no-untyped-def]
 def operator(cluster, amqp_url: str, namespace: str, crds: None,  # type: ignore[no-untyped-def]
              tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     """`conveyor-operator` watching the test's namespace; its log is printed on failure."""
-    process = operator_process(cluster, amqp_url, namespace, tmp_path / "operator.log")
-    process.start()
-    yield process
-    process.stop(signal.SIGTERM)
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(f"\n--- operator log ({process.log}) ---\n{process.tail(120)}")
+    yield from running_operator(cluster, amqp_url, namespace, tmp_path, request)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -6,10 +6,8 @@ deletion that takes them, a store that is down, an object deleted under a refere
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,13 @@ import pytest
 from conveyor.store import ObjectStore, StoreSettings
 from conveyor.store.values import run_prefix
 from support.kube import local_testbed_only
-from support.operator import OperatorProcess, operator_process
+from support.operator import OperatorProcess, running_operator
 from support.store import store_env
 from support.waiting import eventually
 from support.workflows import as_json, run, work_type, workflow
 from testbed import parts
 from testbed.layout import paths, ports
+from testbed.sizes import LargestObject
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +35,8 @@ def store_operator(cluster, amqp_url: str, namespace: str, crds: None,  # type: 
                    tmp_path: Path, store_settings: StoreSettings,
                    request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     """`conveyor-operator` for the test's namespace with the session's bucket as its store."""
-    process = operator_process(cluster, amqp_url, namespace, tmp_path / "operator.log",
-                               **store_env(store_settings))
-    process.start()
-    yield process
-    process.stop(signal.SIGTERM)
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(f"\n--- operator log ({process.log}) ---\n{process.tail(150)}")
+    yield from running_operator(cluster, amqp_url, namespace, tmp_path, request,
+                                **store_env(store_settings))
 
 
 @pytest.fixture
@@ -92,35 +85,6 @@ def _peak_rss_kib(process: OperatorProcess) -> int:
                     if line.startswith("VmHWM:")))
 
 
-class SizeWatch:
-    """Reads the WorkflowRun's size as the API server serves it, every half second, in a
-    thread of its own, until stopped: the largest size seen."""
-
-    def __init__(self, cluster, namespace: str, name: str) -> None:  # type: ignore[no-untyped-def]
-        self._argv = ["kubectl", "-n", namespace, "get", "cwr", name, "-o", "json"]
-        self._env = cluster.env()
-        self.largest = 0
-        self.reads = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> SizeWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.5):  # a sampling interval, not a wait on a condition
-            result = subprocess.run(self._argv, env=self._env, capture_output=True,
-                                    timeout=30, check=False)
-            if result.returncode == 0:
-                self.largest = max(self.largest, len(result.stdout))
-                self.reads += 1
-
-
 @local_testbed_only
 def test_a_fan_out_over_a_hundred_thousand_stored_items_sums_right_and_stays_small(
         store_operator, kubectl, cluster, namespace, objects):
@@ -139,7 +103,7 @@ def test_a_fan_out_over_a_hundred_thousand_stored_items_sums_right_and_stays_sma
     eventually(lambda: "True" in kubectl("get", "cwf", "bigfan", "-o",
                                          "jsonpath={.status.conditions[?(@.type=='Ready')]"
                                          ".status}"), 60, what="the Workflow Ready")
-    with SizeWatch(cluster, namespace, "big") as sizes:
+    with LargestObject(["-n", namespace, "get", "cwr", "big"], cluster.env()) as sizes:
         kubectl("apply", "-f", "-", stdin=as_json(run("big", "bigfan")))
         status = _wait(kubectl, "big", "Succeeded", "Failed", timeout=900)
     assert status["phase"] == "Succeeded", status.get("message")

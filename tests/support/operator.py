@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 @dataclass
@@ -66,3 +68,18 @@ def operator_process(cluster: Any, amqp_url: str, namespace: str, log: Path,
            "PYTHONUNBUFFERED": "1", **extra_env}
     return OperatorProcess(argv=[sys.executable, "-m", "conveyor.operator", "-n", namespace],
                            env=env, log=log)
+
+
+def running_operator(cluster, amqp_url: str, namespace: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                     request: pytest.FixtureRequest,
+                     **extra_env: str) -> Iterator[OperatorProcess]:
+    """The body of an operator fixture: start it (with `extra_env`), yield it, stop it, and
+    print its log if the test failed."""
+    process = operator_process(cluster, amqp_url, namespace, tmp_path / "operator.log",
+                               **extra_env)
+    process.start()
+    yield process
+    process.stop(signal.SIGTERM)
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"\n--- operator log ({process.log}) ---\n{process.tail(150)}")

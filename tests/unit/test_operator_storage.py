@@ -41,6 +41,20 @@ def storage(blobs: MemoryBlobs, cache_bytes: int = 1 << 20) -> RunStorage:
                       cache_bytes=cache_bytes, backoff=0.001)
 
 
+async def run_until(bed: Bed, spec: dict[str, Any], script: Any, *phases: str,
+                    inputs: dict[str, Any] | None = None, timeout: float = 3.0) -> dict[str, Any]:
+    """Run r1 of `spec` with workers following `script` until it reaches one of `phases`;
+    its last status. The run is in the API's list too, as the sweep at start looks there."""
+    bed.add_workflow(spec)
+    bed.kube.objects[RUNS].append(run_body("r1", inputs=inputs))
+    bed.start()
+    bed.add_run("r1", inputs=inputs)
+    await Workers(bed, script).serve_until(
+        lambda: (bed.status("r1") or {}).get("phase") in phases, timeout=timeout,
+        what=f"r1 to be {'/'.join(phases)}")
+    return bed.last("r1")
+
+
 def summing(task: TaskMessage, values: Values) -> list[tuple[str, dict[str, Any]]]:
     """A worker: items give {"n": x}; the fan-in sums what its stored inputs hold."""
     if task.task == "work":
@@ -55,13 +69,9 @@ def test_item_outputs_are_stored_before_the_status_that_counts_them() -> None:
     async def scenario() -> None:
         bed = Bed(storage=storage(blobs))
         blobs.bed = bed
-        bed.add_workflow(FAN_OUT)
-        bed.start()
-        bed.add_run("r1", inputs={"xs": list(range(40))})
-        workers = Workers(bed, lambda t: summing(t, Values(blobs)))
-        await workers.serve_until(lambda: (bed.status("r1") or {}).get("phase") == "Succeeded",
-                                  what="the run to succeed")
-        assert bed.last("r1")["outputs"] == {"total": sum(range(40))}
+        status = await run_until(bed, FAN_OUT, lambda t: summing(t, Values(blobs)),
+                                 "Succeeded", inputs={"xs": list(range(40))})
+        assert status["outputs"] == {"total": sum(range(40))}
         for status in bed.written("r1"):
             ref = task_of(status, "work").get("outputs")
             if ref is None:
@@ -85,13 +95,9 @@ def test_a_chunk_the_store_refuses_for_a_while_is_written_once_it_is_back() -> N
 
     async def scenario() -> None:
         bed = Bed(storage=storage(blobs))
-        bed.add_workflow(FAN_OUT)
-        bed.start()
-        bed.add_run("r1", inputs={"xs": [1, 2, 3]})
-        workers = Workers(bed, lambda t: summing(t, Values(blobs)))
-        await workers.serve_until(lambda: (bed.status("r1") or {}).get("phase") == "Succeeded",
-                                  what="the run to succeed")
-        assert bed.last("r1")["outputs"] == {"total": 6}
+        status = await run_until(bed, FAN_OUT, lambda t: summing(t, Values(blobs)),
+                                 "Succeeded", inputs={"xs": [1, 2, 3]})
+        assert status["outputs"] == {"total": 6}
 
     drive(scenario)
 
@@ -103,13 +109,9 @@ def test_a_store_that_refuses_writes_fails_the_run_naming_it() -> None:
 
     async def scenario() -> None:
         bed = Bed(storage=storage(blobs))
-        bed.add_workflow(FAN_OUT)
-        bed.start()
-        bed.add_run("r1", inputs={"xs": [1, 2, 3]})
-        workers = Workers(bed, lambda t: summing(t, Values(blobs)))
-        await workers.serve_until(lambda: (bed.status("r1") or {}).get("phase") == "Failed",
-                                  what="the run to fail")
-        message = bed.last("r1")["message"]
+        status = await run_until(bed, FAN_OUT, lambda t: summing(t, Values(blobs)),
+                                 "Failed", inputs={"xs": [1, 2, 3]})
+        message = status["message"]
         assert "cannot store item outputs" in message and "AccessDenied" in message
 
     drive(scenario)
@@ -131,13 +133,7 @@ def test_a_for_each_over_stored_outputs_reads_them_once() -> None:
 
     async def scenario() -> None:
         bed = Bed(storage=storage(blobs))
-        bed.add_workflow(GEN)
-        bed.kube.objects[RUNS].append(run_body("r1"))  # so the sweep at start keeps its objects
-        bed.start()
-        bed.add_run("r1")
-        workers = Workers(bed, script)
-        await workers.serve_until(lambda: (bed.status("r1") or {}).get("phase") == "Succeeded",
-                                  timeout=25, what="the run to succeed")
+        await run_until(bed, GEN, script, "Succeeded", timeout=25)
         xs = sorted(p.task().inputs["x"] for p in bed.link.tasks() if p.task().task == "work")
         assert xs == list(range(1200))
         assert [c for c in blobs.calls if c[0] == "get"] == [("get", ref[REF]["key"])]
@@ -152,14 +148,8 @@ def test_a_for_each_over_outputs_whose_object_is_gone_fails_naming_the_key() -> 
 
     async def scenario() -> None:
         bed = Bed(storage=storage(blobs))
-        bed.add_workflow(GEN)
-        bed.kube.objects[RUNS].append(run_body("r1"))  # so the sweep at start keeps its objects
-        bed.start()
-        bed.add_run("r1")
-        workers = Workers(bed, lambda t: [("succeeded", {"outputs": ref})])
-        await workers.serve_until(lambda: (bed.status("r1") or {}).get("phase") == "Failed",
-                                  what="the run to fail")
-        work = task_of(bed.last("r1"), "work")
+        status = await run_until(bed, GEN, lambda t: [("succeeded", {"outputs": ref})], "Failed")
+        work = task_of(status, "work")
         assert work["reason"] == "StoreError"
         assert ref[REF]["key"] in work["message"] and "is gone" in work["message"]
 
@@ -172,14 +162,8 @@ def test_without_a_store_a_reference_fails_the_task_saying_what_to_configure() -
 
     async def scenario() -> None:
         bed = Bed()
-        bed.add_workflow(GEN)
-        bed.kube.objects[RUNS].append(run_body("r1"))  # so the sweep at start keeps its objects
-        bed.start()
-        bed.add_run("r1")
-        workers = Workers(bed, lambda t: [("succeeded", {"outputs": ref})])
-        await workers.serve_until(lambda: (bed.status("r1") or {}).get("phase") == "Failed",
-                                  what="the run to fail")
-        assert "CONVEYOR_S3_BUCKET" in task_of(bed.last("r1"), "work")["message"]
+        status = await run_until(bed, GEN, lambda t: [("succeeded", {"outputs": ref})], "Failed")
+        assert "CONVEYOR_S3_BUCKET" in task_of(status, "work")["message"]
 
     drive(scenario)
 
