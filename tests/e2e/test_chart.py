@@ -113,6 +113,15 @@ def release(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[Release]:
         made.uninstall()
 
 
+def example_pools(release: Release, namespace: str) -> list[dict[str, Any]]:
+    """The worker Deployments of the example Workflow (there is at least one)."""
+    pools: list[dict[str, Any]] = json.loads(release.kubectl(
+        "-n", namespace, "get", "deployments", "-l", "conveyor.dev/workflow=order-fulfilment",
+        "-o", "json"))["items"]
+    assert pools
+    return pools
+
+
 def _run_the_example(release: Release) -> None:
     """Apply the example Workflow and its run; the run succeeds with the expected output."""
     kubectl = ["-n", release.namespace]
@@ -223,10 +232,7 @@ def test_over_amqps_the_operator_mounts_the_ca_secret_and_the_example_runs(
     try:
         _run_the_example(release)
         # The operator found the CA at the path the chart gave it: the workers mount a copy.
-        pools = json.loads(release.kubectl("-n", namespace, "get", "deployments", "-l",
-                                           "conveyor.dev/workflow=order-fulfilment", "-o",
-                                           "json"))["items"]
-        assert pools
+        pools = example_pools(release, namespace)
         for pool in pools:
             [volume] = pool["spec"]["template"]["spec"]["volumes"]
             assert volume["secret"]["secretName"] == "conveyor-order-fulfilment-amqp"

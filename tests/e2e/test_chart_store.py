@@ -17,7 +17,7 @@ import botocore.config
 import pytest
 
 from conveyor.children import amqp_secret_name
-from e2e.test_chart import Release, _operator_values, _run_the_example, release
+from e2e.test_chart import Release, _operator_values, _run_the_example, example_pools, release
 from support.kube import local_testbed_only
 from testbed import objectstore
 
@@ -50,11 +50,7 @@ def test_the_bundled_store_serves_its_bucket_and_the_workers_get_it(
         s3.close()
 
         _run_the_example(release)
-        pools = json.loads(release.kubectl("-n", namespace, "get", "deployments", "-l",
-                                           "conveyor.dev/workflow=order-fulfilment", "-o",
-                                           "json"))["items"]
-        assert pools
-        for pool in pools:
+        for pool in example_pools(release, namespace):
             env = {e["name"]: e.get("value", e.get("valueFrom")) for e in
                    pool["spec"]["template"]["spec"]["containers"][0]["env"]}
             assert env["CONVEYOR_S3_ENDPOINT"] == f"http://{store}.{namespace}.svc:9000"
