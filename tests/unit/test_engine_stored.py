@@ -235,3 +235,23 @@ def test_paged_items_read_like_the_list() -> None:
     assert [paged[i] for i in (0, 99, 100, 2344, -1)] == [values[i] for i in (0, 99, 100, 2344, -1)]
     assert paged[10:13] == values[10:13]
     assert paged.held_bytes < len(json.dumps(values)) / 3
+
+
+def test_inputs_that_compute_with_a_stored_value_are_read_and_stay_under_the_budget() -> None:
+    wf = compiled(task("gen"), task("use", "gen", inputs={
+        "rows": "${{ tasks.gen.outputs.rows }}", "n": "${{ size(tasks.gen.outputs.rows) }}"}))
+    d = StoredDriver(wf)
+    d.start()
+    ref = doc("p/k.json")
+    d.documents[ref_id(ref)] = {"rows": ["x" * 1000] * 5000}  # 5 MB: over the 4 MiB budget
+    d.succeed("run-1/gen/1", ref)
+    d.serve()
+    use = d.task("use")
+    assert (use["phase"], use["reason"]) == ("Failed", "ExpressionError")
+    assert "builds more than" in use["message"]
+    d2 = StoredDriver(wf)
+    d2.start()
+    d2.documents[ref_id(ref)] = {"rows": [1, 2, 3]}
+    d2.succeed("run-1/gen/1", ref)
+    d2.serve()
+    assert d2.published[-1].inputs == {"rows": [1, 2, 3], "n": 3}

@@ -391,7 +391,10 @@ class TaskSteps:
         if missing:
             raise Unresolved(missing)
         variables["tasks"] = views
-        variables[LOADED] = frozenset(loaded)
+        if not passthrough:
+            # A forEach or `when` may select a large stored value whole (it is bounded by the
+            # store's limit); what goes into a message stays under the byte budget.
+            variables[LOADED] = frozenset(loaded)
         return variables
 
     # --- waiting for stored values -----------------------------------------------------
