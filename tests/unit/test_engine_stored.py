@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from conveyor import engine
+from conveyor.errors import InvalidStatusError
 from conveyor.store import values as sv
 from conveyor.stored import REF, is_items_ref, ref_id
 from unit.builders import compiled, task
@@ -255,3 +258,12 @@ def test_inputs_that_compute_with_a_stored_value_are_read_and_stay_under_the_bud
     d2.succeed("run-1/gen/1", ref)
     d2.serve()
     assert d2.published[-1].inputs == {"rows": [1, 2, 3], "n": 3}
+
+
+def test_a_run_storing_its_items_cannot_be_rebuilt_without_a_store() -> None:
+    d = StoredDriver(fan_out(), {"xs": [1, 2, 3]})
+    d.start()
+    d.succeed("run-1/work[0]/1", {"n": 1})
+    status = d.flush()
+    with pytest.raises(InvalidStatusError, match="configure CONVEYOR_S3_"):
+        engine.from_status(d.workflow, "run-1", d.inputs, status)

@@ -303,7 +303,7 @@ def _rebuild_items(run: RunState, task: TaskState, entry: dict[str, Any]) -> Non
     count = len(phases)
     stored = entry.get("outputs")
     if is_items_ref(stored):
-        adopt_items_ref(task, stored)
+        adopt_items_ref(task, stored, run.uid)
         stored = None
     held = list(stored or [])
     task.outputs = held + [None] * (count - len(held))
@@ -324,10 +324,15 @@ def _rebuild_items(run: RunState, task: TaskState, entry: dict[str, Any]) -> Non
     run.out_bytes += task.out_bytes
 
 
-def adopt_items_ref(task: TaskState, ref: Any) -> None:
+def adopt_items_ref(task: TaskState, ref: Any, uid: str) -> None:
     """Item outputs stored under `ref`: this run's own (it goes on adding chunks), or an
-    earlier run's, reused (kept as it is)."""
+    earlier run's, reused (kept as it is). This run's own without a store to add to is an
+    error (ValueError): its outputs could never be complete."""
     body = ref[REF]
+    if task.items_at is None and task.phase not in TERMINAL and f"/{uid}/" in body["key"]:
+        raise ValueError(f"task {task.spec.name} keeps its item outputs in the object store "
+                         f"s3://{body['store']}/{body['key']}, and this operator has none: "
+                         "configure CONVEYOR_S3_* as before")
     if task.items_at is not None and body["key"] == task.items_at[1]:
         task.chunks, task.stored_items = int(body["chunks"]), int(body["items"])
         task.stored_bytes = int(body["size"])
