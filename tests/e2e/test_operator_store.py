@@ -18,11 +18,9 @@ from conveyor.store import ObjectStore, StoreSettings
 from conveyor.store.values import run_prefix
 from support.kube import local_testbed_only
 from support.operator import OperatorProcess, running_operator
-from support.store import store_env
+from support.store import store_down, store_env
 from support.waiting import eventually
 from support.workflows import as_json, run, work_type, workflow
-from testbed import parts
-from testbed.layout import paths, ports
 from testbed.sizes import LargestObject
 
 pytestmark = pytest.mark.e2e
@@ -184,7 +182,7 @@ def test_retry_reuses_stored_outputs_without_copying_and_deletion_takes_them(
 
 @local_testbed_only
 def test_a_store_that_is_down_fails_the_task_naming_it_never_a_stuck_run(
-        store_operator, kubectl, namespace):
+        store_operator, kubectl, store_settings):
     wf = workflow("down", [
         {"name": "producer", "type": "data", "inputs": {"op": "blob", "mb": 0.2},
          "retry": {"limit": 1, "backoffSeconds": 1}},
@@ -193,12 +191,9 @@ def test_a_store_that_is_down_fails_the_task_naming_it_never_a_stuck_run(
     eventually(lambda: "True" in kubectl("get", "cwf", "down", "-o",
                                          "jsonpath={.status.conditions[?(@.type=='Ready')]"
                                          ".status}"), 60, what="the Workflow Ready")
-    assert parts.kill(paths(), "s3server")
-    try:
+    with store_down(store_settings):
         kubectl("apply", "-f", "-", stdin=as_json(run("d1", "down")))
         status = _wait(kubectl, "d1", "Succeeded", "Failed", timeout=180)
-    finally:
-        parts.restart(paths(), ports(), "s3server")
     producer = _task(status, "producer")
     assert status["phase"] == "Failed"
     assert producer["attempts"] == 2, "retried under its retry policy first"
