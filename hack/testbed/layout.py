@@ -32,6 +32,8 @@ class Ports:
     """RabbitMQ's TLS listener (127.0.0.1 only), beside the plain `amqp` one."""
     s3: int
     """The object store's S3 endpoint (plain HTTP, 127.0.0.1 only)."""
+    s3_tls: int
+    """The object store's HTTPS endpoint (127.0.0.1 only), verified with `Paths.amqp_ca`."""
 
 
 def _free_port() -> int:

@@ -1,7 +1,9 @@
 """The test bed's S3-compatible object store: `conveyor-s3` (hack/s3server, rclone's gofakes3
 built from the Go module proxy by hack/build-s3server.sh), on 127.0.0.1 only.
 
-It accepts only requests signed (AWS Signature V4) with this state directory's key pair: the
+It serves plain HTTP and, on a second port, HTTPS with a certificate for localhost and
+127.0.0.1 signed by the CA of the test bed's services (`pki.ensure_store`). It accepts only
+requests signed (AWS Signature V4) with this state directory's key pair: the
 access key is fixed, the secret is generated once per state directory (like RabbitMQ's
 password) and handed to the server in its environment, never on its command line. Objects
 are kept in memory: a restart empties the store, buckets included.
@@ -17,7 +19,7 @@ from pathlib import Path
 import boto3
 import botocore.config
 
-from . import procs
+from . import pki, procs
 from .layout import REPO, Paths, Ports
 
 NAME = "s3server"
@@ -45,6 +47,12 @@ def secret_key(paths: Paths) -> str:
 
 def endpoint(ports: Ports) -> str:
     return f"http://127.0.0.1:{ports.s3}"
+
+
+def tls_endpoint(ports: Ports) -> str:
+    """The HTTPS endpoint, by the name its certificate carries; verify it with
+    `Paths.amqp_ca` (the CA of the test bed's services outside the cluster)."""
+    return f"https://localhost:{ports.s3_tls}"
 
 
 def env_vars(paths: Paths, ports: Ports) -> dict[str, str]:
@@ -75,8 +83,12 @@ def start(paths: Paths, ports: Ports) -> None:
     server = binary()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3SERVER_"))}
     env.update(S3SERVER_ACCESS_KEY=ACCESS_KEY, S3SERVER_SECRET_KEY=secret_key(paths))
-    procs.start(NAME, [str(server), "-listen", f"127.0.0.1:{ports.s3}"], pids=paths.pids,
-                logs=paths.logs, state=paths.root, env=env)
+    pki.ensure_store(paths.pki)
+    argv = [str(server), "-listen", f"127.0.0.1:{ports.s3}",
+            "-tls-listen", f"127.0.0.1:{ports.s3_tls}",
+            "-tls-cert", str(paths.pki / "s3server.crt"),
+            "-tls-key", str(paths.pki / "s3server.key")]
+    procs.start(NAME, argv, pids=paths.pids, logs=paths.logs, state=paths.root, env=env)
 
 
 def serving(paths: Paths, ports: Ports) -> bool:

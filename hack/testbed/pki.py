@@ -131,6 +131,23 @@ def ensure_broker(pki: Path) -> None:
     (pki / "amqp-done").write_text("ok\n")
 
 
+def ensure_store(pki: Path) -> None:
+    """The object store's TLS certificate for localhost and 127.0.0.1, signed by the CA of
+    RabbitMQ's (`ensure_broker` first): one CA for the test bed's services outside the
+    cluster, so a client that trusts the cluster's CA fails to verify the store too."""
+    if (pki / "s3-done").exists():
+        return
+    ensure_broker(pki)
+    ca_key = serialization.load_pem_private_key((pki / "amqp-ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((pki / "amqp-ca.crt").read_bytes())
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _issue(_name("conveyor-s3"), server_key, (ca, ca_key),  # type: ignore[arg-type]
+                    server_names=(["localhost"], ["127.0.0.1"]))
+    _write_key(pki / "s3server.key", server_key)
+    _write_cert(pki / "s3server.crt", server)
+    (pki / "s3-done").write_text("ok\n")
+
+
 def kubeconfig(server: str, ca: Path, user: dict[str, str], name: str = "conveyor-testbed") -> str:
     """A kubeconfig for `server` with the given user entry (client cert or token)."""
     return yaml.safe_dump(

@@ -21,6 +21,8 @@ from support.operator import OperatorProcess, running_operator
 from support.store import store_down, store_env
 from support.waiting import eventually
 from support.workflows import as_json, run, work_type, workflow
+from testbed import objectstore
+from testbed.layout import paths, ports
 from testbed.sizes import LargestObject
 
 pytestmark = pytest.mark.e2e
@@ -217,3 +219,38 @@ def test_a_reference_whose_object_was_deleted_fails_the_reader_naming_the_key(
     assert status["phase"] == "Failed"
     assert consumer["phase"] == "Failed" and ref["key"] in consumer["message"]
     assert consumer["attempts"] == 1, "a missing object is not worth a retry"
+
+
+@local_testbed_only
+def test_operator_and_workers_reach_the_store_over_tls_with_its_ca(
+        cluster, amqp_url: str, namespace: str, crds: None, tmp_path: Path,
+        store_settings: StoreSettings, request: pytest.FixtureRequest, kubectl):
+    """The store's HTTPS endpoint, verified with its CA: the operator reads it from
+    CONVEYOR_S3_CA_FILE, the workers get a copy through their Workflow's Secret."""
+    secure = {**store_env(store_settings),
+              "CONVEYOR_S3_ENDPOINT": objectstore.tls_endpoint(ports()),
+              "CONVEYOR_S3_CA_FILE": str(paths().amqp_ca)}
+    operator = running_operator(cluster, amqp_url, namespace, tmp_path, request, **secure)
+    next(operator)
+    try:
+        wf = workflow("secure", [
+            {"name": "gen", "type": "data", "inputs": {"op": "gen", "n": 2000}},
+            {"name": "work", "type": "data", "dependsOn": ["gen"],
+             "forEach": "${{ tasks.gen.outputs.items }}",
+             "inputs": {"op": "item", "item": "${{ item }}"}},
+            {"name": "total", "type": "data", "dependsOn": ["work"],
+             "inputs": {"op": "sum", "values": "${{ tasks.work.outputs }}"}},
+        ], taskTypes=[data_type(concurrency=16)])
+        kubectl("apply", "-f", "-", stdin=as_json(wf, run("s1", "secure")))
+        status = _wait(kubectl, "s1", "Succeeded", "Failed")
+        assert status["phase"] == "Succeeded", status.get("message")
+        assert _task(status, "total")["outputs"] == {"sum": 2 * sum(range(2000)),
+                                                     "count": 2000}
+        assert "$ref" in _task(status, "gen")["outputs"], "the worker stored over TLS"
+        pools = json.loads(kubectl("get", "deployments", "-o", "json"))["items"]
+        env = {e["name"]: e.get("value") for e in
+               pools[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["CONVEYOR_S3_ENDPOINT"].startswith("https://")
+        assert env["CONVEYOR_S3_CA_FILE"]
+    finally:
+        next(operator, None)

@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,7 +23,11 @@ from conveyor.store import (
     ObjectStore,
     StoreError,
     StoreSettings,
+    StoreTLSError,
 )
+from support.kube import local_testbed_only
+from testbed import objectstore, pki
+from testbed.layout import paths, ports
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +134,20 @@ def test_a_closed_port_is_retryable(store_settings: StoreSettings) -> None:
     assert caught.value.retryable
     assert "no answer" in str(caught.value)
     assert store_settings.secret_key not in str(caught.value)
+
+
+@local_testbed_only
+def test_the_store_over_tls_is_verified_with_its_ca_and_refused_with_another(
+        store_settings: StoreSettings, tmp_path: Path) -> None:
+    p, ports_ = paths(), ports()
+    secure = dataclasses.replace(store_settings, endpoint=objectstore.tls_endpoint(ports_),
+                                 ca_file=p.amqp_ca)
+    with ObjectStore(secure) as store:
+        ref = store.put(f"tls/{secrets.token_hex(4)}", b"over TLS")
+        assert store.get(ref) == b"over TLS"
+    pki.ensure_broker(tmp_path)  # a CA of its own, which signed nothing the store shows
+    wrong = dataclasses.replace(secure, ca_file=tmp_path / "amqp-ca.crt")
+    with ObjectStore(wrong) as store, pytest.raises(StoreTLSError) as caught:
+        store.put("tls/refused", b"x")
+    assert not caught.value.retryable
+    assert "CONVEYOR_S3_CA_FILE" in str(caught.value)
