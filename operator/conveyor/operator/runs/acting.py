@@ -113,15 +113,28 @@ class Actor:
             return
 
         async def load() -> None:
-            loaded, failed = await storage.load(action.refs)
+            try:
+                loaded, failed = await storage.load(action.refs)
+            except Exception as error:  # a bug below: the run must not wait on nothing
+                log.exception("Reading stored values failed run=%s/%s", run.ref.namespace,
+                              run.ref.name)
+                loaded, failed = (), {ref_id(r): f"reading it failed: {error!r}"
+                                      for r in action.refs}
             self._loaded(run.ref.uid, loaded, failed)
 
         self._spawn(load())
 
     def _loaded(self, uid: str, loaded: tuple[str, ...], failed: dict[str, str]) -> None:
         run = self._runs.get(uid)
-        if run is not None and run.state is not None:
+        if run is None or run.state is None:
+            return
+        try:
             self.apply(run, engine.Loaded(loaded, failed))
+        except Exception:  # as for a timer: a bug must not leave the run waiting for ever
+            log.exception("Applying stored values failed run=%s/%s; retrying in %.1fs",
+                          run.ref.namespace, run.ref.name, self._retry_seconds)
+            asyncio.get_running_loop().call_later(self._retry_seconds, self._loaded, uid,
+                                                  loaded, failed)
 
     def _publish_task(self, run: ActiveRun, action: engine.Publish) -> None:
         ref = run.ref
