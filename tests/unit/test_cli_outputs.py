@@ -225,3 +225,11 @@ def test_get_with_the_store_down_says_so_in_one_line(memory: MemoryStore):
     empty = MemoryStore()
     assert _user(empty).listing(_run()) == (
         None, "no stored objects under s3://runs/conveyor/shop/orders/uid-1/")
+
+
+def test_get_with_a_key_pair_but_no_bucket_is_quiet_for_a_run_without_stored_values(
+        memory: MemoryStore):
+    """What `eval "$(make -s testbed-env)"` leaves: the store's place and keys, no bucket."""
+    keys = {k: v for k, v in ENV.items() if k != "CONVEYOR_S3_BUCKET"}
+    assert _user(memory, keys).listing(_run({"name": "a", "outputs": {"x": 1}})) == (None, None)
+    assert not memory.opened

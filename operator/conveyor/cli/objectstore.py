@@ -108,6 +108,8 @@ class UserStore:
             return None, (f"stored objects not listed: the run has {len(refs)} stored "
                           f"value(s) and no object store is configured: set {BUCKET_ENV}, "
                           f"{HOW_TO_CONFIGURE}")
+        if not refs and not self.env.get(BUCKET_ENV):
+            return None, None  # no bucket to look in, and the run names none: nothing to say
         meta = run.get("metadata") or {}
         workflow = ((run.get("spec") or {}).get("workflowRef") or {}).get("name", "")
         prefix = run_prefix(meta.get("namespace", ""), workflow, meta.get("uid", ""))
