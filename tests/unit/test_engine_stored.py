@@ -267,3 +267,28 @@ def test_a_run_storing_its_items_cannot_be_rebuilt_without_a_store() -> None:
     status = d.flush()
     with pytest.raises(InvalidStatusError, match="configure CONVEYOR_S3_"):
         engine.from_status(d.workflow, "run-1", d.inputs, status)
+
+
+class TinyCache(dict):  # type: ignore[type-arg]
+    """A cache that keeps only the newest value, as the operator's does past its bound."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.clear()
+        super().__setitem__(key, value)
+
+
+def test_a_task_that_needs_more_stored_values_at_once_than_the_cache_holds_fails() -> None:
+    wf = compiled(task("a"), task("b"), task("use", "a", "b",
+                                            when="${{ tasks.a.outputs.ok && tasks.b.outputs.ok }}"))
+    d = StoredDriver(wf)
+    d.values = TinyCache()
+    d.run.values = d.values
+    d.start()
+    for name in ("a", "b"):
+        ref = doc(f"p/{name}.json")
+        d.documents[ref_id(ref)] = {"ok": True}
+        d.succeed(f"run-1/{name}/1", ref)
+    d.serve()
+    use = d.task("use")
+    assert (use["phase"], use["reason"]) == ("Failed", "StoreError")
+    assert "CONVEYOR_S3_CACHE_BYTES" in use["message"]

@@ -42,6 +42,7 @@ from conveyor.names import parse_attempt_id
 _ATTEMPT_SIGNALS = frozenset((sig.TaskStarted, sig.TaskHeartbeat, sig.TaskSucceeded,
                               sig.TaskFailed, sig.TaskLost))
 _IN_FLIGHT = (QUEUED, RUNNING)
+CACHE_SETTING = "CONVEYOR_S3_CACHE_BYTES"  # the operator's; named in the message
 
 
 class Step(TaskSteps):
@@ -211,6 +212,13 @@ class Step(TaskSteps):
                     self.retry(task, i, attempt, due)
             elif task.phases[what[2]] == QUEUED and task.attempt_of[what[2]] == what[3]:
                 self.redispatch(task, what[2])
+            again = run.blocked.get(what)
+            if again and not set(again).isdisjoint(loaded):
+                # What was just read is gone again: it needs more at once than the cache
+                # holds. Waiting would only read it again and again.
+                del run.blocked[what]
+                self.fail(task, STORE_ERROR, f"needs more stored values at once than "
+                          f"{CACHE_SETTING} holds")
 
     def resume_stalled(self) -> None:
         """After a rebuild, what waited for stored values when the status was written waits
