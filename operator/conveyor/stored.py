@@ -71,9 +71,14 @@ def chunk_key(prefix: str, seq: int) -> str:
     return f"{prefix}{seq:06d}.json"
 
 
+def encode(value: Any) -> bytes:
+    """A stored value's bytes: compact JSON in UTF-8 (documents and chunks alike)."""
+    return _COMPACT.encode(value).encode()
+
+
 def encode_chunk(pairs: list[tuple[int, Any]]) -> bytes:
     """One chunk: item outputs with their indexes, in any order."""
-    return _COMPACT.encode({"v": CHUNK_VERSION, "items": [[i, v] for i, v in pairs]}).encode()
+    return encode({"v": CHUNK_VERSION, "items": [[i, v] for i, v in pairs]})
 
 
 def with_path(value: Any, path: tuple[str, ...]) -> dict[str, Any]:

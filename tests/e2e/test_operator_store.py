@@ -49,6 +49,25 @@ def data_type(**extra: Any) -> dict[str, Any]:
     return work_type("data", **extra)
 
 
+def fan_out_and_in(items: int, total: str) -> list[dict[str, Any]]:
+    """`gen` makes `items` items (stored by its worker), `work` answers each (about 100
+    bytes), and `total` (`sum`, or `fail` on purpose) reads every answer."""
+    return [
+        {"name": "gen", "type": "data", "inputs": {"op": "gen", "n": items}},
+        {"name": "work", "type": "data", "dependsOn": ["gen"],
+         "forEach": "${{ tasks.gen.outputs.items }}",
+         "inputs": {"op": "item", "item": "${{ item }}"}},
+        {"name": "total", "type": "data", "dependsOn": ["work"],
+         "inputs": {"op": total, "values": "${{ tasks.work.outputs }}"}},
+    ]
+
+
+def _ready(kubectl, name: str) -> None:  # type: ignore[no-untyped-def]
+    eventually(lambda: "True" in kubectl(
+        "get", "cwf", name, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"),
+        60, what=f"the Workflow {name} Ready")
+
+
 def _get(kubectl, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return json.loads(kubectl("get", "cwr", name, "-o", "json"))  # type: ignore[no-any-return]
 
@@ -89,20 +108,12 @@ def _peak_rss_kib(process: OperatorProcess) -> int:
 def test_a_fan_out_over_a_hundred_thousand_stored_items_sums_right_and_stays_small(
         store_operator, kubectl, cluster, namespace, objects):
     items = 100_000
-    wf = workflow("bigfan", [
-        {"name": "gen", "type": "data", "inputs": {"op": "gen", "n": items}},
-        {"name": "work", "type": "data", "dependsOn": ["gen"],
-         "forEach": "${{ tasks.gen.outputs.items }}",
-         "inputs": {"op": "item", "item": "${{ item }}"}},
-        {"name": "total", "type": "data", "dependsOn": ["work"],
-         "inputs": {"op": "sum", "values": "${{ tasks.work.outputs }}"}},
-    ], taskTypes=[data_type(concurrency=32, scaling={"minReplicas": 2, "maxReplicas": 2})],
-        outputs={"sum": "${{ tasks.total.outputs.sum }}",
-                 "count": "${{ tasks.total.outputs.count }}"})
+    pool = data_type(concurrency=32, scaling={"minReplicas": 2, "maxReplicas": 2})
+    wf = workflow("bigfan", fan_out_and_in(items, "sum"), taskTypes=[pool],
+                  outputs={"sum": "${{ tasks.total.outputs.sum }}",
+                           "count": "${{ tasks.total.outputs.count }}"})
     kubectl("apply", "-f", "-", stdin=as_json(wf))
-    eventually(lambda: "True" in kubectl("get", "cwf", "bigfan", "-o",
-                                         "jsonpath={.status.conditions[?(@.type=='Ready')]"
-                                         ".status}"), 60, what="the Workflow Ready")
+    _ready(kubectl, "bigfan")
     with LargestObject(["-n", namespace, "get", "cwr", "big"], cluster.env()) as sizes:
         kubectl("apply", "-f", "-", stdin=as_json(run("big", "bigfan")))
         status = _wait(kubectl, "big", "Succeeded", "Failed", timeout=900)
@@ -138,14 +149,7 @@ def test_fifty_megabytes_pass_from_one_task_to_the_next_by_reference(store_opera
 
 def test_retry_reuses_stored_outputs_without_copying_and_deletion_takes_them(
         store_operator, kubectl, cluster, namespace, objects):
-    tasks = [
-        {"name": "gen", "type": "data", "inputs": {"op": "gen", "n": 3000}},
-        {"name": "work", "type": "data", "dependsOn": ["gen"],
-         "forEach": "${{ tasks.gen.outputs.items }}",
-         "inputs": {"op": "item", "item": "${{ item }}"}},
-        {"name": "total", "type": "data", "dependsOn": ["work"],
-         "inputs": {"op": "fail", "values": "${{ tasks.work.outputs }}"}},
-    ]
+    tasks = fan_out_and_in(3000, "fail")
     wf = workflow("reuse", tasks, taskTypes=[data_type(concurrency=16)])
     kubectl("apply", "-f", "-", stdin=as_json(wf, run("r1", "reuse")))
     failed = _wait(kubectl, "r1", "Succeeded", "Failed")
@@ -190,9 +194,7 @@ def test_a_store_that_is_down_fails_the_task_naming_it_never_a_stuck_run(
          "retry": {"limit": 1, "backoffSeconds": 1}},
     ], taskTypes=[data_type(scaling={"minReplicas": 1, "maxReplicas": 1})])
     kubectl("apply", "-f", "-", stdin=as_json(wf))
-    eventually(lambda: "True" in kubectl("get", "cwf", "down", "-o",
-                                         "jsonpath={.status.conditions[?(@.type=='Ready')]"
-                                         ".status}"), 60, what="the Workflow Ready")
+    _ready(kubectl, "down")
     with store_down(store_settings):
         kubectl("apply", "-f", "-", stdin=as_json(run("d1", "down")))
         status = _wait(kubectl, "d1", "Succeeded", "Failed", timeout=180)
@@ -233,14 +235,8 @@ def test_operator_and_workers_reach_the_store_over_tls_with_its_ca(
     operator = running_operator(cluster, amqp_url, namespace, tmp_path, request, **secure)
     next(operator)
     try:
-        wf = workflow("secure", [
-            {"name": "gen", "type": "data", "inputs": {"op": "gen", "n": 2000}},
-            {"name": "work", "type": "data", "dependsOn": ["gen"],
-             "forEach": "${{ tasks.gen.outputs.items }}",
-             "inputs": {"op": "item", "item": "${{ item }}"}},
-            {"name": "total", "type": "data", "dependsOn": ["work"],
-             "inputs": {"op": "sum", "values": "${{ tasks.work.outputs }}"}},
-        ], taskTypes=[data_type(concurrency=16)])
+        wf = workflow("secure", fan_out_and_in(2000, "sum"),
+                      taskTypes=[data_type(concurrency=16)])
         kubectl("apply", "-f", "-", stdin=as_json(wf, run("s1", "secure")))
         status = _wait(kubectl, "s1", "Succeeded", "Failed")
         assert status["phase"] == "Succeeded", status.get("message")

@@ -3,7 +3,6 @@ ledger with status (a verdict that cannot fail would make the soak worthless).""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from soak import ledger, schedule
 from soak.faults import Executor
 from soak.ledger import Execution
 from soak.verdict import RunView, judge
+from support.waiting import eventually
 
 
 def test_a_plan_reads_targets_times_and_outages_in_start_order():
@@ -140,9 +140,7 @@ def test_a_part_that_dies_while_starting_again_is_watched_until_it_serves():
     target = _Flaky()
     executor = Executor(schedule.parse("rabbitmq@0+0.1"), {"rabbitmq": target})
     executor.begin()
-    deadline = time.monotonic() + 20
-    while not executor.done() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(executor.done, 20, interval=0.05, what="the fault to be carried out and watched")
     [happened] = executor.happened
     assert happened.error is None
     assert happened.serving_at is not None and target.polls == 3

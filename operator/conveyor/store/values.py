@@ -25,7 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.store.refs import ObjectRef
-from conveyor.stored import REF, chunk_key, encode_chunk, is_ref, items_ref, ref_id, refs_in
+from conveyor.stored import (
+    REF,
+    chunk_key,
+    encode,
+    encode_chunk,
+    is_ref,
+    items_ref,
+    ref_id,
+    refs_in,
+)
 
 __all__ = [
     "REF",
@@ -47,13 +56,6 @@ __all__ = [
     "refs_in",
     "run_prefix",
 ]
-
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def encode(value: Any) -> bytes:
-    """A value as the bytes of its document: compact JSON in UTF-8."""
-    return _COMPACT.encode(value).encode()
 
 
 def decode(data: bytes, where: str) -> Any:
