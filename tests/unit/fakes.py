@@ -697,6 +697,8 @@ class Bed:
     status_interval: float = 0.0
     retry_seconds: float = 0.01
     writes_per_second: float = 1000.0
+    event_hold: float = 0.0  # Kubernetes Events posted at once, none superseded
+    first_status_delay: float | None = None  # None: the status interval
     auto_confirm: bool = True
     lease_seconds: float = 120.0
     journal: Journal = field(default_factory=Journal)
@@ -711,7 +713,11 @@ class Bed:
         self.deliveries: list[FakeDelivery] = []
         settings = Settings(broker=BrokerSettings(url="amqp://u:p@localhost/"),
                             status_interval=self.status_interval,
+                            first_status_delay=(self.status_interval
+                                                if self.first_status_delay is None
+                                                else self.first_status_delay),
                             writes_per_second=self.writes_per_second,
+                            events_per_second=1000.0, event_hold=self.event_hold,
                             lease_seconds=self.lease_seconds)
         self.manager = RunManager(settings, self.kube, self.link, self.workflows,
                                   metrics=self.metrics, on_dispatch=self._dispatched,

@@ -5,27 +5,31 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import ConveyorError
-from conveyor.operator.runs.kube_events import transitions
+from conveyor.operator.runs.kube_events import Post, transitions
 from conveyor.operator.settings import load
 from conveyor.operator.triggers import run_name
 
 URL = "amqp://u:secret@broker:5672/%2F"
 
 
-def test_transitions_post_once_per_phase_change_never_for_pending():
+def test_transitions_post_run_phases_and_task_failures_once_each():
     written: dict[str, str] = {}
-    status = {"phase": "Running", "tasks": [{"name": "a", "phase": "Running"},
-                                            {"name": "b", "phase": "Pending"}]}
-    assert transitions(written, status) == [("Normal", "TaskRunning", "task a running"),
-                                            ("Normal", "RunRunning", "run running")]
+    status = {"phase": "Running", "progress": "0/2",
+              "tasks": [{"name": "a", "phase": "Running"}, {"name": "b", "phase": "Pending"}]}
+    assert transitions(written, status) == [
+        Post("", "Normal", "RunRunning", "run running (0/2 tasks)")], \
+        "a task's ordinary phases are in the status, not Events"
     assert transitions(written, status) == [], "nothing changed, nothing posted"
-    status = {"phase": "Failed", "message": "task a failed: boom",
+    status = {"phase": "Running", "tasks": [{"name": "a", "phase": "Retrying",
+                                             "message": "boom"}]}
+    assert transitions(written, status) == [
+        Post("a", "Warning", "TaskRetrying", "task a retrying: boom")]
+    status = {"phase": "Failed", "message": "task a failed: boom", "progress": "2/2",
               "tasks": [{"name": "a", "phase": "Failed", "message": "boom"},
                         {"name": "b", "phase": "Skipped"}]}
     assert transitions(written, status) == [
-        ("Warning", "TaskFailed", "task a failed: boom"),
-        ("Normal", "TaskSkipped", "task b skipped"),
-        ("Warning", "RunFailed", "run failed: task a failed: boom"),
+        Post("a", "Warning", "TaskFailed", "task a failed: boom"),
+        Post("", "Warning", "RunFailed", "run failed (2/2 tasks): task a failed: boom"),
     ]
 
 

@@ -39,6 +39,10 @@ class Metrics:
             "From a task attempt's start to its result, as the operator saw them",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800),
             registry=r)
+        self.kube_events = Counter("conveyor_kube_events_total",
+                                   "Kubernetes Events of runs, by result (posted, error, "
+                                   "superseded by a newer one before posting, dropped)",
+                                   ["result"], registry=r)
         self.status_writes = Counter("conveyor_status_writes_total",
                                      "WorkflowRun and Workflow status writes, by outcome",
                                      ["kind", "outcome"], registry=r)

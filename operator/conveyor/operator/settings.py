@@ -37,10 +37,20 @@ class Settings:
     (`--amqp-ca-file`, `CONVEYOR_AMQP_CA_FILE`); the password is never logged."""
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty: the whole cluster."""
-    writes_per_second: float = 50.0
-    """Bound on status writes per second over all runs (`CONVEYOR_WRITES_PER_SECOND`)."""
+    writes_per_second: float = 200.0
+    """Bound on status writes per second over all runs (`CONVEYOR_WRITES_PER_SECOND`): a
+    small run needs one, so this bounds runs finished per second too."""
+    events_per_second: float = 25.0
+    """Bound on Kubernetes Events posted per second (`CONVEYOR_EVENTS_PER_SECOND`), a budget
+    of their own: past it Events wait, and past a thousand waiting the oldest are dropped."""
+    event_hold: float = 1.0
+    """Seconds an Event waits before it is posted, replaced meanwhile by a newer one about
+    the same run or task: a run that ends sooner posts only its end."""
     status_interval: float = 0.25
     """Least seconds between two status writes of one run: writes coalesce within it."""
+    first_status_delay: float = 1.0
+    """Seconds from a run's first sight to its first status write: a run that ends sooner
+    is written once (its end), which at many small runs halves their status writes."""
     health_address: str = "0.0.0.0"
     health_port: int = 8080
     """Port of `/healthz` and `/metrics`; 0 turns the server off."""
@@ -96,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                              "get a copy through their Workflow's broker Secret")
     parser.add_argument("--writes-per-second", type=float, default=None,
                         help="bound on status writes per second (env "
-                             "CONVEYOR_WRITES_PER_SECOND, default 50)")
+                             "CONVEYOR_WRITES_PER_SECOND, default 200)")
     parser.add_argument("--health-port", type=int, default=None,
                         help="port of /healthz and /metrics (env CONVEYOR_HEALTH_PORT, "
                              "default 8080; 0: off)")
@@ -169,10 +179,14 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     ]
     writes = args.writes_per_second
     if writes is None:
-        writes = _number(env.get("CONVEYOR_WRITES_PER_SECOND", "50"),
+        writes = _number(env.get("CONVEYOR_WRITES_PER_SECOND", "200"),
                          "CONVEYOR_WRITES_PER_SECOND", float)
     if writes <= 0:
         raise SettingsError("--writes-per-second must be positive")
+    events = _number(env.get("CONVEYOR_EVENTS_PER_SECOND", "25"), "CONVEYOR_EVENTS_PER_SECOND",
+                     float)
+    if events <= 0:
+        raise SettingsError("CONVEYOR_EVENTS_PER_SECOND: must be positive")
     port = args.health_port
     if port is None:
         port = int(_number(env.get("CONVEYOR_HEALTH_PORT", "8080"), "CONVEYOR_HEALTH_PORT", int))
@@ -190,6 +204,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         broker=broker,
         namespaces=tuple(namespaces),
         writes_per_second=float(writes),
+        events_per_second=float(events),
         health_address=args.health_address or env.get("CONVEYOR_HEALTH_ADDRESS", "0.0.0.0"),
         health_port=int(port),
         log_level=(args.log_level or env.get("CONVEYOR_LOG_LEVEL", "INFO")).upper(),

@@ -4,13 +4,15 @@ Threads, and who does what:
     the link's I/O thread   receives deliveries, decodes them, hands jobs to the pool; takes
                             the confirms of events and, after the last one, acks the task;
                             it never runs user code and never waits;
-    N task threads          each runs one job at a time: sends `started`, reads inputs that
-                            are references, runs the function, stores large outputs
-                            (`offload`), sends the final event, and moves on without waiting
-                            for confirms (one thread hop less per task: the I/O thread acks);
-    the heartbeat thread    sends a heartbeat for each job that has been quiet too long (from
-                            `started` to the final event: while the inputs are read from the
-                            object store and the outputs written to it too);
+    N task threads          each runs one job at a time: reads inputs that are references,
+                            runs the function, stores large outputs (`offload`), sends the
+                            final event, and moves on without waiting for confirms (one
+                            thread hop less per task: the I/O thread acks);
+    the heartbeat thread    sends `started` for each job still running `started_after`
+                            seconds after it began (a task that ends sooner sends only its
+                            final event: DESIGN.md §3), and a heartbeat for each job that has
+                            been quiet too long (until the final event: while the inputs are
+                            read from the object store and the outputs written to it too);
     the main thread         waits for SIGTERM and then drains (`shutdown`).
 
 A body no worker can run (see `broker.codec.decode_task`, plus `too-large` past
@@ -62,6 +64,9 @@ class _Job:
     """Events sent for this attempt and not confirmed yet."""
     outcome: Outcome | None = None
     """Set when the final event is sent: from then on, zero unconfirmed means done."""
+    began: float = 0.0
+    """When a task thread took it (monotonic)."""
+    started_sent: bool = False
 
 
 class Worker:
@@ -95,7 +100,7 @@ class Worker:
         # process alive; its message is requeued by then.
         for number in range(self._settings.concurrency):
             threading.Thread(target=self._serve, name=f"task-{number}", daemon=True).start()
-        if self._settings.heartbeat_seconds > 0:
+        if self._settings.heartbeat_seconds > 0 or self._settings.started_after > 0:
             threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
         self._link.consume(self._settings.queue, self._settings.concurrency, self._on_delivery)
 
@@ -179,7 +184,12 @@ class Worker:
         ctx = TaskContext(message, self._settings.worker_name, datetime.now(UTC),
                           lambda progress: self._send(job, "heartbeat", progress=progress))
         job.ctx = ctx
-        self._send(job, "started")
+        job.began = time.monotonic()
+        # A task with a timeout says at once that it started: the operator counts the
+        # timeout from then. Any other says so only if it runs long enough to be seen
+        # running (the heartbeat thread); a quick one sends its final event alone.
+        if message.timeout_seconds is not None or self._settings.started_after <= 0:
+            self._start(job)
         returned = job.deliveries[0].delivery_count
         log.info("Started task attempt=%s run=%s/%s task=%s delivery=%d", message.attempt_id,
                  message.namespace, message.run, message.task, returned + 1)
@@ -198,6 +208,16 @@ class Worker:
             self._metrics.in_flight(-1)
             return  # requeued by shutdown: another delivery will report the attempt
         self._send(job, outcome.status, outcome=outcome)
+
+    def _start(self, job: _Job) -> None:
+        """Send `started`, unless the final event went first or the job is no longer held."""
+        with self._lock:
+            if job.started_sent or job.outcome is not None or self._jobs.get(
+                    job.message.attempt_id) is not job:
+                return
+            job.started_sent = True
+            job.unconfirmed += 1  # counted before the final event can complete the job
+        self._events.send(job.message, "started", lambda: self._confirmed(job))
 
     def _holds(self, job: _Job) -> bool:
         with self._lock:
@@ -245,14 +265,20 @@ class Worker:
     # -- heartbeats --------------------------------------------------------------------------
 
     def _beat(self) -> None:
-        every = self._settings.heartbeat_seconds
-        while not self._stop.wait(min(1.0, every / 2)):
+        every, started_after = self._settings.heartbeat_seconds, self._settings.started_after
+        ticks = [t for t in (1.0, every / 2, started_after / 2) if t > 0]
+        while not self._stop.wait(min(ticks)):
+            now = time.monotonic()
             with self._lock:
-                contexts = [job.ctx for job in self._jobs.values()
-                            if job.ctx is not None and job.outcome is None]
-            for ctx in contexts:
-                if ctx.seconds_since_heartbeat() >= every:
-                    ctx.heartbeat()
+                jobs = [job for job in self._jobs.values()
+                        if job.ctx is not None and job.outcome is None]
+            for job in jobs:
+                if started_after > 0 and not job.started_sent and \
+                        now - job.began >= started_after:
+                    self._start(job)
+                if every > 0 and job.ctx is not None and \
+                        job.ctx.seconds_since_heartbeat() >= every:
+                    job.ctx.heartbeat()
 
     # -- the main thread ---------------------------------------------------------------------
 

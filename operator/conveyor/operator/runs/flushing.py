@@ -37,7 +37,7 @@ class Flusher:
     after; and the few statuses written outside the engine, through the same bucket."""
 
     def __init__(self, kube: KubeApi, link: BrokerLink, metrics: Metrics, *, interval: float,
-                 writes_per_second: float,
+                 writes_per_second: float, first_delay: float = 0.0,
                  spawn: Callable[[Coroutine[Any, Any, None]], None],
                  current: Callable[[ActiveRun], bool],
                  on_gone: Callable[[ActiveRun, list[Delivery]], None],
@@ -49,6 +49,7 @@ class Flusher:
         self._link = link
         self._metrics = metrics
         self._interval = interval
+        self._first_delay = first_delay
         self.bucket = TokenBucket(writes_per_second)
         self._spawn = spawn
         self._current = current  # is the run still tracked?
@@ -64,7 +65,11 @@ class Flusher:
         run.dirty = True
         if run.flush_at is not None or run.flushing:
             return
-        delay = max(0.0, run.last_write + self._interval - time.monotonic())
+        # A run's first write waits `first_delay` from when it was seen: a small run that
+        # ends within it is written once, its end, not its start as well.
+        earliest = (run.last_write + self._interval if run.last_write
+                    else run.seen_at + self._first_delay)
+        delay = max(0.0, earliest - time.monotonic())
         run.flush_at = asyncio.get_running_loop().call_later(delay, self._begin, run)
 
     def _begin(self, run: ActiveRun) -> None:

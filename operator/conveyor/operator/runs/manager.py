@@ -49,6 +49,7 @@ from conveyor.operator.runs.routing import EventRouter
 from conveyor.operator.runs.storage import RunStorage
 from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
 from conveyor.operator.settings import Settings
+from conveyor.operator.supervision import supervised
 from conveyor.operator.workflows import Workflows, WorkflowUnavailableError
 from conveyor.store import StoreError
 from conveyor.stored import refs_in
@@ -56,6 +57,7 @@ from conveyor.stored import refs_in
 log = logging.getLogger("conveyor.operator.runs")
 
 EVENTS_PREFETCH = 5000  # acks wait for status writes: room for several flush intervals
+COUNT_SECONDS = 0.5  # the runs gauge lags the runs by at most this
 
 
 class RunManager:
@@ -78,6 +80,7 @@ class RunManager:
         self._retry_seconds = retry_seconds  # after a failed API call that may succeed later
         self.flusher = Flusher(kube, link, metrics, interval=settings.status_interval,
                                writes_per_second=settings.writes_per_second,
+                               first_delay=settings.first_status_delay,
                                spawn=self._spawn, current=self._current,
                                on_gone=self._gone, on_written=self._written,
                                retry_seconds=retry_seconds, storage=storage,
@@ -92,6 +95,10 @@ class RunManager:
         self.attempts = Attempts(metrics)
         self.router = EventRouter(self.runs, self.actor, self.attempts, self.leases, metrics,
                                   link=link)
+        self.recorder = kube_events.EventRecorder(kube, metrics,
+                                                  per_second=settings.events_per_second,
+                                                  hold=settings.event_hold)
+        self._counting: asyncio.TimerHandle | None = None
         workflows.on_change(self._workflow_changed)
 
     @property
@@ -111,6 +118,7 @@ class RunManager:
         for body in existing:
             self.observe(body)
         self._link.consume(events_queue, EVENTS_PREFETCH, self._from_io_thread)
+        self._spawn(supervised("kube-events", self.recorder.run))
         if self.storage is not None:
             self._spawn(self._sweep())
 
@@ -326,7 +334,7 @@ class RunManager:
     def _written(self, run: ActiveRun, status: dict[str, Any], recorded: int) -> None:
         posts = kube_events.transitions(run.written_tasks, status)
         if posts:
-            self._spawn(kube_events.post(self._kube, run.ref, posts))
+            self.recorder.record(run.ref, posts)
         state = run.state
         if state is not None and recorded:  # what a fan-out held back for this write goes
             self.actor.apply(run, engine.Persisted(recorded))
@@ -359,6 +367,13 @@ class RunManager:
         self.expiry.schedule(ref, status.get("finishedAt"))
 
     def _count_phases(self) -> None:
+        """Update the runs gauge soon: once for a burst of changes, not once per change (each
+        count looks at every run)."""
+        if self._counting is None:
+            self._counting = asyncio.get_running_loop().call_later(COUNT_SECONDS, self._count)
+
+    def _count(self) -> None:
+        self._counting = None
         counts: dict[str, int] = defaultdict(int)
         for run in self.runs.values():
             counts[run.phase] += 1

@@ -4,6 +4,7 @@ the publishes whose confirms must come, the worker events to ack once the status
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,28 @@ class ActiveRun:
     """One run the operator drives: its engine state (None while it cannot start yet) and
     what stands between that state and the API server (dirty, pending acks and sends)."""
 
-    __slots__ = ("acks", "activating", "admitted", "cancel_sent", "created", "dirty",
-                 "flush_at", "flushing", "inputs", "last_write", "ref", "reuse", "seen_status",
-                 "sends", "state", "store_failing", "timer", "waiting", "written_tasks")
+    __slots__ = (
+        "acks",
+        "activating",
+        "admitted",
+        "cancel_sent",
+        "created",
+        "dirty",
+        "flush_at",
+        "flushing",
+        "inputs",
+        "last_write",
+        "ref",
+        "reuse",
+        "seen_at",
+        "seen_status",
+        "sends",
+        "state",
+        "store_failing",
+        "timer",
+        "waiting",
+        "written_tasks",
+    )
 
     def __init__(self, ref: RunRef, inputs: dict[str, Any], created: str,
                  reuse: dict[str, Any] | None = None,
@@ -67,7 +87,8 @@ class ActiveRun:
         self.flush_at: asyncio.TimerHandle | None = None
         self.acks: list[Delivery] = []
         self.sends: list[Send] = []
-        self.last_write = 0.0
+        self.last_write = 0.0  # monotonic; 0: never written by this operator
+        self.seen_at = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.written_tasks: dict[str, str] = {}
         self.store_failing: float | None = None  # since when item chunks fail to be written
