@@ -36,13 +36,18 @@ class DeploymentState:
     ready_replicas: int
 
 
+CONNECTIONS = 16  # kept open to the API server: as many as the facade has threads
+
+
 def load_api_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod with a mounted token, else KUBECONFIG."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return client.ApiClient(configuration)
 
 
 def _selector(labels: Mapping[str, str]) -> str:

@@ -12,10 +12,12 @@ implements and the unit tests' in-memory fake implements too.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from conveyor.kube.client import DeploymentState, Kube
+from conveyor.kube.client import CONNECTIONS, DeploymentState, Kube
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -24,11 +26,15 @@ T = TypeVar("T")
 class AsyncKube:
     """`Kube`'s calls that the operator makes, awaitable, every failure a `KubeError`."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, *, threads: int = CONNECTIONS) -> None:
         self.sync = kube
+        # Threads of its own: not the loop's default few (min(32, cores + 4)), which anything
+        # else may fill, so status writes and run creations wait only for each other.
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="kube")
 
     async def _call(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await asyncio.to_thread(call, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(call, *args, **kwargs))
 
     # -- children of a Workflow ---------------------------------------------------------------
     async def apply_deployment(self, manifest: Mapping[str, Any]) -> None:
