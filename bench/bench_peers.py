@@ -348,7 +348,7 @@ class ConveyorSide:
     """An operator for a namespace of the bench's own, its three Workflows' pools kept warm."""
 
     def __init__(self, stack: ExitStack, tmp: Path, sizes: Sizes, replicas: int,
-                 concurrency: int) -> None:
+                 concurrency: int, *, operator_env: dict[str, str]) -> None:
         self.sizes = sizes
         self.namespace = f"bench-peers-{secrets.token_hex(3)}"
         self.ticks = float(os.sysconf("SC_CLK_TCK"))
@@ -360,7 +360,8 @@ class ConveyorSide:
         api, _ = load_cli_client(os.environ["KUBECONFIG"])
         self.custom = client.CustomObjectsApi(api)
         self.log = tmp / "operator.log"
-        self.operator = start_operator(self.namespace, self.log, CONVEYOR_LEADER_LEASE="none")
+        self.operator = start_operator(self.namespace, self.log,
+                                       **{"CONVEYOR_LEADER_LEASE": "none", **operator_env})
         stack.callback(self._stop_operator)
         self.watch = RunWatch(self.custom, self.namespace)
         stack.callback(self.watch.stop)
@@ -582,7 +583,14 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=4, help="Conveyor's worker replicas")
     parser.add_argument("--concurrency", type=int, default=32, help="per Conveyor replica")
     parser.add_argument("--celery-concurrency", type=int, default=4)
+    parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable of the operator, e.g. "
+                             "CONVEYOR_WRITES_PER_SECOND=200 (repeatable; default: the "
+                             "operator's defaults)")
     args = parser.parse_args()
+    if any("=" not in e for e in args.operator_env):
+        parser.error("--operator-env takes NAME=VALUE")
+    operator_env = dict(e.split("=", 1) for e in args.operator_env)
     chosen = [w.strip() for w in args.only.split(",") if w.strip()]
     unknown = sorted(set(chosen) - set(WORKLOADS))
     if unknown or not chosen:
@@ -596,7 +604,8 @@ def main() -> int:
     try:
         with ExitStack() as stack:
             celery = CeleryPeer(stack, tmp, args.celery_concurrency)
-            conveyor = ConveyorSide(stack, tmp, sizes, args.replicas, args.concurrency)
+            conveyor = ConveyorSide(stack, tmp, sizes, args.replicas, args.concurrency,
+                                    operator_env=operator_env)
             print(f"set up in {time.monotonic() - began:.0f}s (logs in {tmp})", flush=True)
             for r in range(args.rounds):
                 for w, key in enumerate(k for k in WORKLOADS if k in chosen):
@@ -623,7 +632,8 @@ def main() -> int:
     print(f"\nConveyor vs Celery {celery_version(celery)}: {args.rounds} alternating rounds; "
           f"Conveyor: operator + {args.replicas} worker replicas x {args.concurrency}; Celery: "
           f"prefork -c {args.celery_concurrency}, redis result backend; same RabbitMQ node; "
-          f"runs created by {CREATORS} concurrent kubectl create\n")
+          f"runs created by {CREATORS} concurrent kubectl create"
+          + (f"; operator env {' '.join(args.operator_env)}" if operator_env else "") + "\n")
     print(report.table(shown))
     print("\nPer round:")
     print(report.rounds([table[k] for k in WORKLOADS if k in chosen]))
