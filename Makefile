@@ -93,7 +93,7 @@ lint: venv ## Check style, types and layers: ruff, mypy --strict, import-linter
 check: lint test-unit ## Lint, types, layer contracts and the unit tests: what CI runs first
 
 .PHONY: bench
-bench: testbed-up ## Run the benchmarks in bench/ (engine, messaging, operator, installs, store) and print their tables
+bench: testbed-up ## Run the benchmarks in bench/ (engine, installs, messaging, operator, peers: Conveyor vs Celery, store) and print their tables
 	@eval "$$($(TESTBED) env)"; export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHONPATH=hack; \
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) "$$b" || exit 1; done
 

@@ -13,72 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import signal
-import ssl
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from datetime import datetime
 from pathlib import Path
 
-import yaml
+from benchlib import REPO, apiserver_writes, kubectl, start_operator, wait_ready, when
 
-REPO = Path(__file__).resolve().parents[1]
 AIM_TASKS_PER_SECOND = 1000.0
 AIM_WRITES_PER_TASK = 0.2
-
-
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True,
-                          check=True).stdout
-
-
-def start_operator(namespace: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """`conveyor-operator` for `namespace`, its output appended to `log`; `env` on top."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "conveyor.operator", "-n", namespace],
-        env={**os.environ, "CONVEYOR_HEALTH_PORT": "0", **env},
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def apiserver_writes(resource: str) -> float:
-    """Mutating requests the API server served for `resource` (its own counter)."""
-    config = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
-    cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
-    ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
-    ctx.load_cert_chain(user["client-certificate"], user["client-key"])
-    with urllib.request.urlopen(f"{cluster['server']}/metrics", context=ctx) as response:
-        text = response.read().decode()
-    total = 0.0
-    pattern = re.compile(r'^apiserver_request_total\{(.*)\} (\S+)$')
-    for line in text.splitlines():
-        m = pattern.match(line)
-        if m and f'resource="{resource}"' in m.group(1) and re.search(
-                r'verb="(PATCH|PUT|POST|DELETE|APPLY|UPDATE|CREATE)"', m.group(1)):
-            total += float(m.group(2))
-    return total
-
-
-def when(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def wait_ready(namespace: str, replicas: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        out = kubectl("-n", namespace, "get", "deploy", "bench-noop", "-o",
-                      "jsonpath={.status.readyReplicas}") if "bench-noop" in kubectl(
-            "-n", namespace, "get", "deploy", "-o", "name") else ""
-        if out and int(out) == replicas:
-            return
-        time.sleep(0.5)  # a benchmark's poll, not a test's wait
-    raise SystemExit("the worker pool did not become ready")
 
 
 def one_run(namespace: str, items: int) -> tuple[float, float, float]:

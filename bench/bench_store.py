@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench_operator import kubectl, start_operator, when
+from benchlib import kubectl, start_operator, when
 from conveyor.store import ObjectStore, StoreSettings
 from conveyor.store.values import run_prefix
 from testbed import objectstore
