@@ -10,8 +10,10 @@ fanout        a forEach of 5,000 no-ops / a Celery group of 5,000, every result 
               last result)
 chain         a chain of 100 no-op steps / a Celery chain of 100 (ms/step of the whole)
 runs          300 WorkflowRuns of a 3-step chain (a -> b -> c) created at once by 8
-              concurrent `kubectl create -f` of a batch each / 300 Celery chains of 3 sent at
-              once (runs/s: N over the first create to the last finishedAt)
+              concurrent API clients (threads, a connection each: what a program that
+              starts runs does; `--creators kubectl`: 8 concurrent `kubectl create -f` of a
+              batch each, whose own start-up bounds the rate) / 300 Celery chains of 3 sent
+              at once (runs/s: N over the first create to the last finishedAt)
 events        300 events published (confirmed, distinct message ids) to a trigger of that
               Workflow on `conveyor.events` -> 300 runs Succeeded / Celery: 300 chains of 3
               (the same work without a trigger: Celery has none)
@@ -73,6 +75,7 @@ PEERS = REPO / "bench" / "peers"
 WORKERS = REPO / "bench" / "workers"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 CREATORS = 8
+CREATOR_WORDS = {"client": "API clients", "kubectl": "kubectl create"}
 TOPIC = "bench.small"
 WORKLOADS = ("fanout", "chain", "runs", "events", "events-large")
 
@@ -348,8 +351,10 @@ class ConveyorSide:
     """An operator for a namespace of the bench's own, its three Workflows' pools kept warm."""
 
     def __init__(self, stack: ExitStack, tmp: Path, sizes: Sizes, replicas: int,
-                 concurrency: int, *, operator_env: dict[str, str]) -> None:
+                 concurrency: int, *, operator_env: dict[str, str],
+                 creators: str = "client") -> None:
         self.sizes = sizes
+        self.creators = creators
         self.namespace = f"bench-peers-{secrets.token_hex(3)}"
         self.ticks = float(os.sysconf("SC_CLK_TCK"))
         self.spent: dict[str, list[Spent]] = {}
@@ -495,23 +500,54 @@ class ConveyorSide:
                    for i in range(CREATORS)]
         with self._costs("runs", n) as sending:
             began = time.time()
-            creators = [subprocess.Popen(
-                ["kubectl", "-n", self.namespace, "create", "-f", "-", "-o", "name"],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                for _ in batches]
-            for proc, batch in zip(creators, batches, strict=True):
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps({"apiVersion": "v1", "kind": "List",
-                                             "items": batch}).encode())
-                proc.stdin.close()
-            for proc in creators:
-                assert proc.stderr is not None
-                if proc.wait(timeout=300) != 0:
-                    raise BenchError(f"kubectl create failed: {proc.stderr.read().decode()}")
-                proc.stderr.close()
+            if self.creators == "kubectl":
+                self._create_with_kubectl(batches)
+            else:
+                self._create_with_clients(batches)
             sending.append(time.time() - began)
             runs = self.watch.wait(f"{n} runs", self._all_done(n), 900)
         return n / (max(when(b["status"]["finishedAt"]) for b in runs.values()) - began)
+
+    def _create_with_clients(self, batches: list[list[dict[str, Any]]]) -> None:
+        """One thread per batch, each with an API client (and so a connection) of its own."""
+        errors: list[BaseException] = []
+
+        def create(batch: list[dict[str, Any]]) -> None:
+            api, _ = load_cli_client(os.environ["KUBECONFIG"])
+            custom = client.CustomObjectsApi(api)
+            try:
+                for body in batch:
+                    custom.create_namespaced_custom_object(names.GROUP, names.VERSION,
+                                                           self.namespace, names.RUN_PLURAL,
+                                                           body)
+            except BaseException as error:  # reported by the main thread
+                errors.append(error)
+            finally:
+                api.close()
+
+        threads = [threading.Thread(target=create, args=(b,)) for b in batches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        if errors or any(t.is_alive() for t in threads):
+            raise BenchError(f"creating the runs failed: {errors[:1] or 'timed out'}")
+
+    def _create_with_kubectl(self, batches: list[list[dict[str, Any]]]) -> None:
+        creators = [subprocess.Popen(
+            ["kubectl", "-n", self.namespace, "create", "-f", "-", "-o", "name"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for _ in batches]
+        for proc, batch in zip(creators, batches, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"apiVersion": "v1", "kind": "List",
+                                         "items": batch}).encode())
+            proc.stdin.close()
+        for proc in creators:
+            assert proc.stderr is not None
+            if proc.wait(timeout=300) != 0:
+                raise BenchError(f"kubectl create failed: {proc.stderr.read().decode()}")
+            proc.stderr.close()
 
     def _events(self, key: str, n: int) -> float:
         ids = [self._name("event") for _ in range(n)]
@@ -548,7 +584,7 @@ def rows(sizes: Sizes) -> dict[str, report.Row]:
     }
 
 
-def costs(key: str, label: str, spent: list[Spent]) -> list[str]:
+def costs(key: str, label: str, spent: list[Spent], creators: str) -> list[str]:
     """The per-run cost lines of a workload: medians over its rounds."""
     per_run = [s.per_run() for s in spent]
     cpu = statistics.median(s.cpu / s.runs for s in spent)
@@ -559,7 +595,7 @@ def costs(key: str, label: str, spent: list[Spent]) -> list[str]:
     writes = ", ".join(f"{kind} {statistics.median(p[kind] for p in per_run):.2f}"
                        for kind in per_run[0])
     how = "published and confirmed" if key.startswith("events") else \
-        f"created by {CREATORS} kubectl"
+        f"created by {CREATORS} concurrent {CREATOR_WORDS[creators]}"
     sending = statistics.median(s.sending for s in spent)
     lines = [f"  {label}: API-server writes per run: {writes}",
              f"  {label}: operator CPU {cpu * 1000:.1f} ms per run",
@@ -583,6 +619,9 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=4, help="Conveyor's worker replicas")
     parser.add_argument("--concurrency", type=int, default=32, help="per Conveyor replica")
     parser.add_argument("--celery-concurrency", type=int, default=4)
+    parser.add_argument("--creators", choices=sorted(CREATOR_WORDS), default="client",
+                        help="who creates the small runs: 8 API clients on threads "
+                             "(default) or 8 kubectl processes")
     parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable of the operator, e.g. "
                              "CONVEYOR_WRITES_PER_SECOND=200 (repeatable; default: the "
@@ -605,7 +644,7 @@ def main() -> int:
         with ExitStack() as stack:
             celery = CeleryPeer(stack, tmp, args.celery_concurrency)
             conveyor = ConveyorSide(stack, tmp, sizes, args.replicas, args.concurrency,
-                                    operator_env=operator_env)
+                                    operator_env=operator_env, creators=args.creators)
             print(f"set up in {time.monotonic() - began:.0f}s (logs in {tmp})", flush=True)
             for r in range(args.rounds):
                 for w, key in enumerate(k for k in WORKLOADS if k in chosen):
@@ -632,7 +671,7 @@ def main() -> int:
     print(f"\nConveyor vs Celery {celery_version(celery)}: {args.rounds} alternating rounds; "
           f"Conveyor: operator + {args.replicas} worker replicas x {args.concurrency}; Celery: "
           f"prefork -c {args.celery_concurrency}, redis result backend; same RabbitMQ node; "
-          f"runs created by {CREATORS} concurrent kubectl create"
+          f"runs created by {CREATORS} concurrent {CREATOR_WORDS[args.creators]}"
           + (f"; operator env {' '.join(args.operator_env)}" if operator_env else "") + "\n")
     print(report.table(shown))
     print("\nPer round:")
@@ -641,7 +680,7 @@ def main() -> int:
           "CPU = utime+stime):")
     for key in WORKLOADS:
         if key in conveyor.spent:
-            for line in costs(key, table[key].label, conveyor.spent[key]):
+            for line in costs(key, table[key].label, conveyor.spent[key], args.creators):
                 print(line)
     print(f"\nwall time of the invocation: {time.monotonic() - began:.0f}s")
     return 0

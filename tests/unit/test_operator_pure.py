@@ -53,6 +53,8 @@ def test_settings_come_from_flags_then_env_then_defaults():
     ({"CONVEYOR_AMQP_URL": "http://x"}, "scheme must be amqp or amqps"),
     ({"CONVEYOR_AMQP_URL": URL, "CONVEYOR_WRITES_PER_SECOND": "fast"},
      "CONVEYOR_WRITES_PER_SECOND: 'fast' is not a number"),
+    ({"CONVEYOR_AMQP_URL": URL, "CONVEYOR_EVENTS_PER_SECOND": "0"},
+     "CONVEYOR_EVENTS_PER_SECOND: must be positive"),
 ])
 def test_bad_settings_say_what_is_wrong(env: dict[str, str], message: str):
     with pytest.raises(ConveyorError, match=message):

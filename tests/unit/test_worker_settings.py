@@ -99,3 +99,11 @@ def test_a_bad_store_setting_exits_2_with_one_line(monkeypatch: pytest.MonkeyPat
     assert main(["--module", "conveyor.worker"]) == 2
     assert capsys.readouterr().err == (
         "conveyor-worker: CONVEYOR_S3_ACCESS_KEY is not set: the object store needs it\n")
+
+
+def test_the_started_window_defaults_to_half_a_second_and_is_checked():
+    assert load(["--module", "m"], ENV).started_after == 0.5
+    assert load(["--module", "m"], {**ENV, "CONVEYOR_STARTED_AFTER_SECONDS": "0"}
+                ).started_after == 0
+    with pytest.raises(WorkerConfigError, match="CONVEYOR_STARTED_AFTER_SECONDS"):
+        load(["--module", "m"], {**ENV, "CONVEYOR_STARTED_AFTER_SECONDS": "-1"})
