@@ -57,32 +57,21 @@ def _hold(queue, tmp_path: Path, index: int):
         holding
 
 
-def test_a_task_still_running_after_the_started_window_says_started_then_succeeded(
-        admin, broker, task_queue, events, workers, publisher, tmp_path):
+@pytest.mark.parametrize(("window", "timeout"), [
+    ("0.3", None),  # still running after the window: started is sent then
+    ("600", 60),  # a window it never reaches, but a timeout: started is sent at once
+])
+def test_a_task_seen_running_says_started_before_it_succeeds(
+        admin, broker, task_queue, events, workers, publisher, tmp_path,
+        window: str, timeout: int | None):
     queue = task_queue("hold")
-    workers(queue, CONVEYOR_STARTED_AFTER_SECONDS="0.3")
-    wait_consuming(admin, queue, 1)
-    message, release, holding = _hold(queue, tmp_path, 0)
-    publish_tasks(publisher, queue, [message])
-    eventually(holding.exists, 20, what="the worker holding the task")
-    eventually(lambda: events.with_status("started", queue.run_uid), 10,
-               what="the started event of a task still running")
-    assert not events.with_status("succeeded", queue.run_uid)
-    release.touch()
-    eventually(lambda: events.with_status("succeeded", queue.run_uid), 20,
-               what="the succeeded event")
-    assert [e.status for e in events.all(queue.run_uid)] == ["started", "succeeded"]
-
-
-def test_a_task_with_a_timeout_says_started_at_once(
-        admin, broker, task_queue, events, workers, publisher, tmp_path):
-    queue = task_queue("hold")
-    workers(queue, CONVEYOR_STARTED_AFTER_SECONDS="600")  # never, but for the timeout
+    workers(queue, CONVEYOR_STARTED_AFTER_SECONDS=window)
     wait_consuming(admin, queue, 1)
     message, release, _ = _hold(queue, tmp_path, 0)
-    publish_tasks(publisher, queue, [message.model_copy(update={"timeout_seconds": 60})])
+    publish_tasks(publisher, queue, [message.model_copy(update={"timeout_seconds": timeout})])
     eventually(lambda: events.with_status("started", queue.run_uid), 20,
-               what="the started event of a task with a timeout")
+               what="the started event of a task still running")
+    assert not events.with_status("succeeded", queue.run_uid)
     release.touch()
     eventually(lambda: events.with_status("succeeded", queue.run_uid), 20,
                what="the succeeded event")
