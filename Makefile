@@ -15,7 +15,7 @@ help: ## List every target with what it does
 $(VENV)/.installed: pyproject.toml examples/workers/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,kafka]'
 	$(PY) -m pip install --quiet --no-deps -e examples/workers
 	@touch $@
 
