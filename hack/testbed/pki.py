@@ -148,6 +148,25 @@ def ensure_store(pki: Path) -> None:
     (pki / "s3-done").write_text("ok\n")
 
 
+def ensure_kafka(pki: Path) -> None:
+    """Kafka's TLS certificate for localhost and 127.0.0.1, signed by the CA of RabbitMQ's
+    and the store's, and the broker's PEM key store (key and certificate in one file)."""
+    if (pki / "kafka-done").exists():
+        return
+    ensure_broker(pki)
+    ca_key = serialization.load_pem_private_key((pki / "amqp-ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((pki / "amqp-ca.crt").read_bytes())
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _issue(_name("conveyor-kafka"), server_key, (ca, ca_key),  # type: ignore[arg-type]
+                    server_names=(["localhost"], ["127.0.0.1"]))
+    _write_key(pki / "kafka.key", server_key)
+    _write_cert(pki / "kafka.crt", server)
+    store = pki / "kafka-keystore.pem"
+    store.write_bytes((pki / "kafka.key").read_bytes() + (pki / "kafka.crt").read_bytes())
+    store.chmod(0o600)
+    (pki / "kafka-done").write_text("ok\n")
+
+
 def kubeconfig(server: str, ca: Path, user: dict[str, str], name: str = "conveyor-testbed") -> str:
     """A kubeconfig for `server` with the given user entry (client cert or token)."""
     return yaml.safe_dump(
