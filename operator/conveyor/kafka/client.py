@@ -10,15 +10,16 @@ runs on the operator's asyncio loop:
   on librdkafka's own retries); each `produce` reports its delivery once, from the producer's
   thread, with None or our `KafkaError`.
 
-librdkafka's own log lines go to the `conveyor.kafka.librdkafka` logger; its configuration,
-which holds the SASL password, is never logged.
+librdkafka's own log lines go to the `conveyor.kafka.librdkafka` logger (the operator keeps
+it quiet: the errors they repeat come once per LOG_EVERY_SECONDS through the error callback
+instead); its configuration, which holds the SASL password, is never logged.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -32,6 +33,9 @@ log = logging.getLogger("conveyor.kafka")
 _client_log = logging.getLogger("conveyor.kafka.librdkafka")
 
 POLL_SECONDS = 0.2
+# A broker that is down is reported by librdkafka at every reconnection attempt: said once
+# per error code in this many seconds.
+LOG_EVERY_SECONDS = 30.0
 BATCH = 500
 # A topic created after the subscription is seen within this time.
 METADATA_REFRESH_MS = 5000
@@ -43,6 +47,20 @@ OnDelivered = Callable[[KafkaError | None], None]
 def _error(error: Any, what: str) -> KafkaError:
     return for_code(error.name(), error.str(), what=what, fatal=error.fatal(),
                     retriable=error.retriable())
+
+
+class _Throttle:
+    """Whether to log an error now: once per code in LOG_EVERY_SECONDS."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def __call__(self, code: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(code, -LOG_EVERY_SECONDS) < LOG_EVERY_SECONDS:
+            return False
+        self._last[code] = now
+        return True
 
 
 class Consumer:
@@ -73,6 +91,7 @@ class Consumer:
         self._thread: threading.Thread | None = None
         self._failure: KafkaError | None = None
         self._missing_logged: set[str] = set()
+        self._throttle = _Throttle()
         self.group_id = group_id
 
     @property
@@ -116,7 +135,8 @@ class Consumer:
 
     def _on_error(self, error: Any) -> None:
         self._failure = _error(error, "kafka consumer")
-        log.warning("Kafka consumer error error=%s", self._failure)
+        if self._throttle(self._failure.code):
+            log.warning("Kafka consumer error error=%s", self._failure)
 
     def _run(self, on_records: OnRecords) -> None:
         consumer = confluent_kafka.Consumer(self._config)
@@ -179,7 +199,8 @@ class Consumer:
                 log.warning("Kafka topic not found; waiting for it topic=%s", topic)
             return
         self._failure = _error(error, f"kafka consume {topic}")
-        log.warning("Kafka consume failed error=%s", self._failure)
+        if self._throttle(self._failure.code):
+            log.warning("Kafka consume failed error=%s", self._failure)
 
     def _resubscribe(self, consumer: Any) -> None:
         with self._lock:
@@ -225,7 +246,8 @@ class Consumer:
             answered = consumer.commit(offsets=offsets, asynchronous=False)
         except confluent_kafka.KafkaException as error:
             self._failure = _error(error.args[0], "kafka commit")
-            log.warning("Kafka commit failed; trying again error=%s", self._failure)
+            if self._throttle(self._failure.code):
+                log.warning("Kafka commit failed; trying again error=%s", self._failure)
             self._retry_commits(commits)
             return
         failed = {TopicPartition(tp.topic, tp.partition) for tp in answered or ()
@@ -261,7 +283,7 @@ class Producer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: KafkaError | None = None
-        self._pending: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._throttle = _Throttle()
 
     @property
     def failure(self) -> KafkaError | None:
@@ -305,7 +327,8 @@ class Producer:
 
     def _on_error(self, error: Any) -> None:
         self._failure = _error(error, "kafka producer")
-        log.warning("Kafka producer error error=%s", self._failure)
+        if self._throttle(self._failure.code):
+            log.warning("Kafka producer error error=%s", self._failure)
 
     def _serve(self) -> None:
         while not self._stopping.is_set():

@@ -35,7 +35,9 @@ class Offsets:
     def arrived(self, record: Record) -> None:
         """`record` is being handled; call in the order the consumer handed them out."""
         key = (record.where, record.epoch)
-        self._partitions.setdefault(key, _Partition()).pending.add(record.offset)
+        # Before the first record tracked, there is nothing of ours to commit.
+        partition = self._partitions.setdefault(key, _Partition(committed=record.offset))
+        partition.pending.add(record.offset)
 
     def done(self, record: Record) -> int | None:
         """`record` is done (its runs exist, or it is dropped for good): the offset to commit
