@@ -36,6 +36,7 @@ POLL_SECONDS = 0.2
 # A broker that is down is reported by librdkafka at every reconnection attempt: said once
 # per error code in this many seconds.
 LOG_EVERY_SECONDS = 30.0
+RESTART_SECONDS = 5.0
 BATCH = 500
 # A topic created after the subscription is seen within this time.
 METADATA_REFRESH_MS = 5000
@@ -139,6 +140,21 @@ class Consumer:
             log.warning("Kafka consumer error error=%s", self._failure)
 
     def _run(self, on_records: OnRecords) -> None:
+        # A client that failed in a way nobody foresaw is made again (and subscribed again):
+        # the thread never ends before close().
+        while not self._stopping.is_set():
+            try:
+                self._serve(on_records)
+            except Exception:
+                log.exception("Kafka consumer failed; starting it again in %.0fs",
+                              RESTART_SECONDS)
+                self._subscribed = frozenset()
+                with self._lock:
+                    self._epochs.clear()
+                    self._commits.clear()
+                self._stopping.wait(RESTART_SECONDS)
+
+    def _serve(self, on_records: OnRecords) -> None:
         consumer = confluent_kafka.Consumer(self._config)
         paused = False
         try:
@@ -147,7 +163,7 @@ class Consumer:
                 self._flush_commits(consumer)
                 with self._lock:
                     room = self._max_in_flight - self._in_flight
-                if room <= 0 and not paused:
+                if room <= 0:  # every turn: a rebalance may have assigned more since
                     consumer.pause(consumer.assignment())
                     paused = True
                 elif room > 0 and paused:
@@ -163,9 +179,6 @@ class Consumer:
                         self._in_flight += len(records)
                     self._failure = None
                     on_records(records)
-        except Exception:
-            log.exception("Kafka consumer thread failed")
-            raise
         finally:
             self._flush_commits(consumer)
             consumer.close()

@@ -221,8 +221,9 @@ class Runtime:
                 return
 
         def remove(admin: Admin) -> None:
+            forwarded = [self.forwarder.queue] if self.forwarder is not None else []
             for queue in (self.events_queue, self.triggers.queue,
-                          names.dead_letter_queue(self.events_queue)):
+                          names.dead_letter_queue(self.events_queue), *forwarded):
                 stats = admin.inspect(queue)
                 if stats is not None and stats.consumers > 0:
                     log.info("Kept queue=%s: it has %d consumers", queue, stats.consumers)
