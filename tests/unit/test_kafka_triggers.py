@@ -12,15 +12,27 @@ from typing import Any
 
 import pytest
 
+from conveyor.broker.settings import BrokerSettings
 from conveyor.kafka import Record, TopicPartition
 from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
+from conveyor.operator.reconcile import KAFKA_OFF, Reconciler
+from conveyor.operator.settings import Settings
 from conveyor.operator.triggers import KafkaTriggers, run_name
 from conveyor.operator.triggers.offsets import Offsets
 from conveyor.operator.triggers.records import offset_ident, plan, view
 from conveyor.operator.triggers.starting import Unusable
 from conveyor.operator.workflows import Workflows
-from unit.fakes import FakeKube, FakeRecordSource, until, workflow_body, workflow_spec
+from unit.fakes import (
+    Bed,
+    FakeKube,
+    FakeRecordSource,
+    drive,
+    until,
+    workflow_body,
+    workflow_spec,
+)
+from unit.test_operator_worker_store import Pools, _ready
 
 TOPIC = "orders"
 SPEC = workflow_spec({"name": "a"}, triggers=[
@@ -253,3 +265,19 @@ def test_plan_names_runs_by_place_or_by_key() -> None:
         other = Record("elsewhere", 0, 0, None, b"{}")
         assert plan(entries, other, view(other)) == ([], [])
     run(scenario)
+
+
+def test_kafka_triggers_without_kafka_settings_say_so_in_ready() -> None:
+    async def scenario() -> None:
+        bed = Bed()
+        settings = Settings(broker=BrokerSettings(url="amqp://u:p@localhost/"))
+        reconciler = Reconciler(settings, bed.kube, bed.workflows, Pools(settings, bed),
+                                bed.manager)
+        await reconciler.reconcile(workflow_body(SPEC))
+        ready = _ready(bed.kube)
+        assert (ready["status"], ready["reason"]) == ("True", "Provisioned")
+        assert ready["message"] == (f"1 worker pools provisioned; {KAFKA_OFF}: its Kafka "
+                                    "triggers start no run")
+        assert [e.kind for e in bed.kube.events] == ["Warning"]
+
+    drive(scenario)
