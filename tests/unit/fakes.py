@@ -615,8 +615,8 @@ class FakeRecordSource:
         if self.epochs[where] == epoch:
             self.committed[where] = max(self.committed.get(where, 0), offset)
 
-    def release(self, count: int = 1) -> None:
-        self.released += count
+    def release(self, record: Record) -> None:
+        self.released += 1
 
     def reassign(self, topic: str, partition: int = 0) -> int:
         """A rebalance gave the partition back: a new epoch, records to be read again."""

@@ -150,6 +150,10 @@ def test_a_filter_error_or_an_empty_key_drops_that_trigger_only() -> None:
         r = Router()
         await r.hand(r.source.record(TOPIC, 0, b'"just text"'))  # record.value.type fails
         assert r.dropped("filter-failed") == 1 and r.committed() == 1
+        other = Router(workflow_spec({"name": "a"}, triggers=[
+            {"kafka": {"topic": TOPIC, "filter": "${{ record.value.type }}"}}]))
+        await other.hand(other.source.record(TOPIC, 0, created(0)))  # "created": no bool
+        assert other.dropped("filter-failed") == 1 and other.runs() == []
         await r.hand(r.source.record("customers", 0, b'{"customer": ""}'))
         assert r.dropped("key-failed") == 1 and r.committed("customers") == 1
         assert r.runs() == []

@@ -4,8 +4,10 @@ runs on the operator's asyncio loop:
 
 - `Consumer`: one member of a consumer group, offsets committed only when told
   (`enable.auto.commit` off): `commit(where, offset, epoch)` from any thread; records are
-  handed to a callback in partition order, at most `max_in_flight` not yet `release`d (past
-  that, its partitions are paused, and the group membership is kept by polling on).
+  handed to a callback in partition order, at most `max_in_flight` records and
+  `max_in_flight_bytes` of keys and values (give or take the last batch) not yet
+  `release`d: past either, its partitions are paused, and the group membership is kept by
+  polling on; librdkafka's own prefetch is bounded by PREFETCH_KBYTES.
 - `Producer`: idempotent (`enable.idempotence`, so `acks=all` and no duplicate or reordering
   on librdkafka's own retries); each `produce` reports its delivery once, from the producer's
   thread, with None or our `KafkaError`.
@@ -38,6 +40,8 @@ POLL_SECONDS = 0.2
 LOG_EVERY_SECONDS = 30.0
 RESTART_SECONDS = 5.0
 BATCH = 500
+MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+PREFETCH_KBYTES = 16 * 1024
 # A topic created after the subscription is seen within this time.
 METADATA_REFRESH_MS = 5000
 
@@ -48,6 +52,10 @@ OnDelivered = Callable[[KafkaError | None], None]
 def _error(error: Any, what: str) -> KafkaError:
     return for_code(error.name(), error.str(), what=what, fatal=error.fatal(),
                     retriable=error.retriable())
+
+
+def _size(record: Record) -> int:
+    return len(record.value or b"") + len(record.key or b"")
 
 
 class _Throttle:
@@ -68,7 +76,8 @@ class Consumer:
     """One consumer group member on its own thread; see the module's docstring."""
 
     def __init__(self, settings: KafkaSettings, group_id: str, *, name: str,
-                 max_in_flight: int = 1000, auto_offset_reset: str = "earliest") -> None:
+                 max_in_flight: int = 1000, max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
+                 auto_offset_reset: str = "earliest") -> None:
         self._config: dict[str, Any] = {
             **settings.client_config(),
             "group.id": group_id,
@@ -77,12 +86,15 @@ class Consumer:
             "enable.auto.offset.store": False,
             "auto.offset.reset": auto_offset_reset,
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
             "error_cb": self._on_error,
             "logger": _client_log,
         }
         self._max_in_flight = max_in_flight
+        self._max_in_flight_bytes = max_in_flight_bytes
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._in_flight_bytes = 0
         self._topics: frozenset[str] | None = None  # wanted; None: not told yet
         self._subscribed: frozenset[str] = frozenset()
         self._commits: dict[TopicPartition, tuple[int, int]] = {}  # offset, epoch
@@ -124,10 +136,11 @@ class Consumer:
             if known is None or known[0] < offset:
                 self._commits[where] = (offset, epoch)
 
-    def release(self, count: int = 1) -> None:
-        """`count` records handed out are done (their offsets committed or to be)."""
+    def release(self, record: Record) -> None:
+        """A record handed out is done (its offset committed or to be)."""
         with self._lock:
-            self._in_flight = max(0, self._in_flight - count)
+            self._in_flight = max(0, self._in_flight - 1)
+            self._in_flight_bytes = max(0, self._in_flight_bytes - _size(record))
 
     def close(self, timeout: float = 10) -> None:
         self._stopping.set()
@@ -163,6 +176,8 @@ class Consumer:
                 self._flush_commits(consumer)
                 with self._lock:
                     room = self._max_in_flight - self._in_flight
+                    if self._in_flight_bytes >= self._max_in_flight_bytes:
+                        room = 0
                 if room <= 0:  # every turn: a rebalance may have assigned more since
                     consumer.pause(consumer.assignment())
                     paused = True
@@ -177,6 +192,7 @@ class Consumer:
                 if records:
                     with self._lock:
                         self._in_flight += len(records)
+                        self._in_flight_bytes += sum(map(_size, records))
                     self._failure = None
                     on_records(records)
         finally:

@@ -108,7 +108,7 @@ class KafkaTriggers:
             offset = self._offsets.done(record)
             if offset is not None:
                 self._source.commit(record.where, offset, record.epoch)
-            self._source.release()
+            self._source.release(record)
 
     async def _start_runs(self, record: Record) -> None:
         starts, failed = plan(self._workflows.entries(), record, view(record))

@@ -7,9 +7,10 @@ null). A value that is not JSON cannot be seen by any trigger: the record is unu
 (`malformed-json`), as is one over MAX_RECORD_BYTES (`too-large`) or nested past what the
 decoder takes (`too-deep`).
 
-For each trigger of the record's topic: its `filter` decides (only `true` starts a run; an
-error is `filter-failed`), then its inputs are rendered (`inputs-failed`) and its `key`
-(`key-failed`): a trigger that fails on a record starts no run, the others still do.
+For each trigger of the record's topic: its `filter` decides (`true` starts a run, `false`
+does not; an error, or any other value, is `filter-failed`), then its inputs are rendered
+(`inputs-failed`) and its `key` (`key-failed`): a trigger that fails on a record starts no
+run, the others still do.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def plan(entries: Iterable[WorkflowEntry], record: Record,
                 continue
             stage = "filter-failed"
             try:
-                if kafka.filter is not None and kafka.filter.render(variables) is not True:
+                if kafka.filter is not None and not _passes(kafka.filter.render(variables)):
                     continue
                 stage = "inputs-failed"
                 inputs = trigger.inputs.render(variables)
@@ -116,6 +117,12 @@ def plan(entries: Iterable[WorkflowEntry], record: Record,
                 continue
             starts.append(Start(namespace, workflow, index, ident, inputs))
     return starts, failed
+
+
+def _passes(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"the filter gave {json.dumps(value)[:100]}, not true or false")
 
 
 def _key(value: Any) -> str:
