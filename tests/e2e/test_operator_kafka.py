@@ -20,6 +20,7 @@ import pytest
 from conveyor.kafka import KafkaSettings
 from conveyor.operator.triggers import run_name
 from support import kafka as tools
+from support.kube import local_testbed_only
 from support.operator import OperatorProcess, running_operator
 from support.waiting import eventually
 from support.workflows import as_json, run, workflow
@@ -152,6 +153,7 @@ def test_run_lifecycle_events_reach_the_kafka_topic(kafka_operator, kubectl,
     assert dict(found[1].headers())["conveyor-routing-key"] == b"run.succeeded"
 
 
+@local_testbed_only  # it restarts the test bed's broker
 def test_a_kafka_restart_mid_stream_loses_no_record(kafka_operator, kubectl, namespace,
                                                     kafka_settings):
     topic = _topic(kafka_settings, partitions=3)
