@@ -15,7 +15,7 @@ help: ## List every target with what it does
 $(VENV)/.installed: pyproject.toml examples/workers/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,kafka]'
 	$(PY) -m pip install --quiet --no-deps -e examples/workers
 	@touch $@
 
@@ -23,16 +23,17 @@ $(VENV)/.installed: pyproject.toml examples/workers/pyproject.toml
 venv: $(VENV)/.installed ## Create the Python environment (.venv) with the dev tools
 
 .PHONY: testbed-deps
-testbed-deps: ## Install the system packages the test bed needs (rabbitmq-server, via apt)
+testbed-deps: ## Install the system packages the test bed needs (rabbitmq-server, Java and Maven for Kafka, via apt)
 	@hack/install-deps.sh
 
 .PHONY: testbed-build
-testbed-build: ## Build (or find cached) etcd, the Kubernetes binaries, helm and the object store, in ~/.cache/conveyor
+testbed-build: ## Build (or find cached) etcd, the Kubernetes binaries, helm, the object store and Kafka's jars, in ~/.cache/conveyor
 	@hack/build-testbed.sh >/dev/null
 	@hack/build-s3server.sh >/dev/null
+	@hack/build-kafka.sh >/dev/null
 
 .PHONY: testbed-up
-testbed-up: venv testbed-deps ## Start RabbitMQ, the object store and the Kubernetes control plane with its node agent (idempotent)
+testbed-up: venv testbed-deps ## Start RabbitMQ, the object store, Kafka and the Kubernetes control plane with its node agent (idempotent)
 	@$(TESTBED) up
 
 .PHONY: testbed-down
@@ -44,7 +45,7 @@ testbed-purge: ## Stop the test bed and delete its state (.testbed/)
 	@if [ -x $(PY) ]; then $(TESTBED) down --purge; fi
 
 .PHONY: testbed-env
-testbed-env: ## Print export lines for KUBECONFIG, CONVEYOR_AMQP_URL (and CONVEYOR_AMQPS_URL with its CONVEYOR_AMQP_CA_FILE), CONVEYOR_S3_* and kubectl's PATH (eval them)
+testbed-env: ## Print export lines for KUBECONFIG, CONVEYOR_AMQP_URL (and CONVEYOR_AMQPS_URL with its CONVEYOR_AMQP_CA_FILE), CONVEYOR_S3_*, CONVEYOR_KAFKA_BOOTSTRAP_SERVERS and kubectl's PATH (eval them)
 	@$(TESTBED) env
 
 .PHONY: testbed-status

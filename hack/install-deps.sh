@@ -5,6 +5,10 @@ missing=()
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 # The Argo CD health checks (docs/argocd/*.lua) are tested with Debian's Lua.
 command -v lua5.4 >/dev/null || missing+=(lua5.4)
+# The test bed's Kafka: Kafka 4 runs on Java 17 or newer; Maven fetches its jars.
+java_major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+[ "${java_major:-0}" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 from kubernetes import client, config
 
+from conveyor.kafka import KafkaSettings
 from conveyor.store import StoreSettings, StoreSettingsError
-from testbed import objectstore, pki, rabbitmq
+from testbed import kafka, objectstore, pki, rabbitmq
 from testbed.layout import paths, ports
 
 # Property tests run the same examples on every machine and in CI: derandomized, so a failure
@@ -136,6 +137,18 @@ def namespace(api_client, request: pytest.FixtureRequest) -> Iterator[str]:  # t
     core.create_namespace({"metadata": {"name": name, "labels": {"conveyor.dev/test": "true"}}})
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(cluster: Cluster) -> KafkaSettings:
+    """The test bed's Kafka broker (plain listener). External mode reads
+    CONVEYOR_KAFKA_BOOTSTRAP_SERVERS (and the rest of CONVEYOR_KAFKA_*), and skips without."""
+    if _external():
+        settings = KafkaSettings.from_env(os.environ)
+        if settings is None:
+            pytest.skip("needs CONVEYOR_KAFKA_BOOTSTRAP_SERVERS")
+        return settings
+    return KafkaSettings(kafka.bootstrap(ports()))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import controlplane, objectstore, parts, procs, rabbitmq
+from . import controlplane, kafka, objectstore, parts, procs, rabbitmq
 from .layout import NODE_NAME, REPO, Paths, Ports, paths, ports
 from .rest import Rest
 
@@ -51,9 +51,11 @@ def up() -> None:
     ports_ = ports()
     bin_dir = controlplane.binaries()
     objectstore.binary()  # built (when cold) before any daemon starts, like the control plane
+    kafka.home()
     built = time.monotonic()
     rabbitmq.start(p, ports_)
     objectstore.start(p, ports_)
+    kafka.start(p, ports_)
     controlplane.start_etcd(p, ports_, bin_dir)
     controlplane.start_apiserver(p, ports_, bin_dir)
     controlplane.wait_apiserver(p, ports_)
@@ -63,6 +65,7 @@ def up() -> None:
     _wait_cluster(p, ports_)
     rabbitmq.wait(p, ports_)
     objectstore.wait(p, ports_)
+    kafka.wait(p, ports_)
     (p.root / "bin-dir").write_text(f"{bin_dir}\n")
     print(f"Test bed up in {time.monotonic() - built:.1f}s "
           f"(binaries ready after {built - started:.1f}s); state in {p.root}", file=sys.stderr)
@@ -76,6 +79,7 @@ def down(purge: bool) -> None:
     controlplane.stop(p)
     rabbitmq.stop(p)
     objectstore.stop(p)
+    kafka.stop(p)
     # Anything the test bed started and that outlived its parent (pods of a killed agent).
     procs.terminate(procs.marked_processes(p.root), grace=5)
     left = procs.marked_processes(p.root)
@@ -110,6 +114,9 @@ def env() -> None:
     # The object store's endpoint and key pair, under the names conveyor.store reads.
     for name, value in objectstore.env_vars(p, ports()).items():
         print(f"export {name}='{value}'")
+    # Kafka's bootstrap server, under the name conveyor.kafka reads (and its TLS listener's).
+    for name, value in kafka.env_vars(ports()).items():
+        print(f"export {name}='{value}'")
     bin_dir = (p.root / "bin-dir").read_text().strip()
     print(f'export PATH="{bin_dir}:$PATH"')
 
@@ -117,7 +124,7 @@ def env() -> None:
 def status() -> int:
     p = paths()
     names = ["epmd", "rabbitmq", "etcd", "kube-apiserver", "kube-controller-manager",
-             "kube-scheduler", "nodeagent", objectstore.NAME]
+             "kube-scheduler", "nodeagent", objectstore.NAME, kafka.NAME]
     down_parts = 0
     for name in names:
         pid = procs.running_pid(p.pids, name) if p.root.exists() else None
@@ -134,7 +141,8 @@ def main() -> None:
     d.add_argument("--purge", action="store_true", help="also delete the state directory")
     sub.add_parser("env", help="print export lines for KUBECONFIG, CONVEYOR_AMQP_URL, "
                                "CONVEYOR_AMQPS_URL, CONVEYOR_AMQP_CA_FILE and "
-                               "CONVEYOR_S3_{ENDPOINT,REGION,ACCESS_KEY,SECRET_KEY}")
+                               "CONVEYOR_S3_{ENDPOINT,REGION,ACCESS_KEY,SECRET_KEY} and "
+                               "CONVEYOR_KAFKA_BOOTSTRAP_SERVERS")
     sub.add_parser("status", help="show which parts run")
     k = sub.add_parser("kill", help="SIGKILL one part (for fault tests): "
                                     f"{', '.join(parts.DAEMONS)} or pod/NAMESPACE/NAME")

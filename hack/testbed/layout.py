@@ -34,6 +34,12 @@ class Ports:
     """The object store's S3 endpoint (plain HTTP, 127.0.0.1 only)."""
     s3_tls: int
     """The object store's HTTPS endpoint (127.0.0.1 only), verified with `Paths.amqp_ca`."""
+    kafka: int
+    """Kafka's plain listener (127.0.0.1 only): the bootstrap server."""
+    kafka_controller: int
+    """Kafka's KRaft controller listener (127.0.0.1 only; the broker is its own quorum)."""
+    kafka_tls: int
+    """Kafka's TLS listener (127.0.0.1 only), verified with `Paths.amqp_ca`."""
 
 
 def _free_port() -> int:
@@ -100,6 +106,11 @@ class Paths:
         return self.root / "s3"
 
     @property
+    def kafka(self) -> Path:
+        """Kafka's configuration and its log directories (the records)."""
+        return self.root / "kafka"
+
+    @property
     def admin_kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
 
@@ -118,7 +129,7 @@ class Paths:
 
     def ensure(self) -> Paths:
         for d in (self.root, self.pki, self.logs, self.pids, self.pods, self.rabbitmq,
-                  self.s3):
+                  self.s3, self.kafka):
             d.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         return self

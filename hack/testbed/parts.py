@@ -1,11 +1,12 @@
 """Kill one part of the test bed with SIGKILL and start it again on the data it left, the way
 a crashed daemon is restarted: for fault tests and the soak (`make soak`).
 
-    python -m testbed kill etcd | kube-apiserver | rabbitmq | s3server | pod/<namespace>/<name>
-    python -m testbed restart etcd | kube-apiserver | rabbitmq | s3server
+    python -m testbed kill etcd | kube-apiserver | rabbitmq | s3server | kafka | pod/<ns>/<name>
+    python -m testbed restart etcd | kube-apiserver | rabbitmq | s3server | kafka
 
 A restart reuses what `up` runs for the part (same flags, same ports, same data directory:
-etcd's `--data-dir`, RabbitMQ's mnesia with its quorum queues' logs), so what was written
+etcd's `--data-dir`, RabbitMQ's mnesia with its quorum queues' logs, Kafka's log
+directories), so what was written
 before the kill is there after it. The object store (s3server) is the exception: it keeps
 objects in memory, so it comes back empty, without its buckets: a fault test that takes it
 down makes again the buckets it needs. A pod's containers are killed but not restarted here:
@@ -21,13 +22,13 @@ from pathlib import Path
 
 import pika
 
-from . import controlplane, objectstore, procs, rabbitmq
+from . import controlplane, kafka, objectstore, procs, rabbitmq
 from .layout import Paths, Ports
 from .nodeagent import POD_MARKER
 
 # The daemons this module can kill and restart, and the pid-file names they run under.
 # epmd is left alone: it outlives a RabbitMQ crash on a real host too.
-DAEMONS = ("etcd", "kube-apiserver", "rabbitmq", objectstore.NAME)
+DAEMONS = ("etcd", "kube-apiserver", "rabbitmq", objectstore.NAME, kafka.NAME)
 
 
 def kill(p: Paths, name: str, timeout: float = 20) -> list[int]:
@@ -73,6 +74,8 @@ def start(p: Paths, ports: Ports, name: str) -> int:
         controlplane.start_apiserver(p, ports, bin_dir)
     elif name == objectstore.NAME:
         objectstore.start(p, ports)
+    elif name == kafka.NAME:
+        kafka.start(p, ports)
     else:
         rabbitmq.start(p, ports)
     pid = procs.running_pid(p.pids, name)
@@ -92,8 +95,8 @@ def log_tail(p: Paths, name: str, lines: int = 8) -> str:
 
 def serving(p: Paths, ports: Ports, name: str) -> bool:
     """Whether the daemon answers: etcd's /health, the API server's /readyz, an AMQP
-    connection to RabbitMQ, a signed ListBuckets to the object store. False when it is not
-    running (it may be started meanwhile)."""
+    connection to RabbitMQ, a signed ListBuckets to the object store, a metadata request
+    to Kafka. False when it is not running (it may be started meanwhile)."""
     _check(name)
     if procs.running_pid(p.pids, name) is None:
         return False
@@ -109,6 +112,8 @@ def serving(p: Paths, ports: Ports, name: str) -> bool:
         return True
     if name == objectstore.NAME:
         return objectstore.serving(p, ports)
+    if name == kafka.NAME:
+        return kafka.serving(p, ports)
     return controlplane.ready(p, ports)
 
 

@@ -137,15 +137,33 @@ def ensure_store(pki: Path) -> None:
     cluster, so a client that trusts the cluster's CA fails to verify the store too."""
     if (pki / "s3-done").exists():
         return
+    _service_certificate(pki, "s3server", "conveyor-s3")
+    (pki / "s3-done").write_text("ok\n")
+
+
+def _service_certificate(pki: Path, stem: str, common_name: str) -> None:
+    """`<stem>.key` and `<stem>.crt`: a certificate for localhost and 127.0.0.1 signed by the
+    CA of the test bed's services (RabbitMQ's, made first)."""
     ensure_broker(pki)
     ca_key = serialization.load_pem_private_key((pki / "amqp-ca.key").read_bytes(), None)
     ca = x509.load_pem_x509_certificate((pki / "amqp-ca.crt").read_bytes())
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _issue(_name("conveyor-s3"), server_key, (ca, ca_key),  # type: ignore[arg-type]
+    server = _issue(_name(common_name), server_key, (ca, ca_key),  # type: ignore[arg-type]
                     server_names=(["localhost"], ["127.0.0.1"]))
-    _write_key(pki / "s3server.key", server_key)
-    _write_cert(pki / "s3server.crt", server)
-    (pki / "s3-done").write_text("ok\n")
+    _write_key(pki / f"{stem}.key", server_key)
+    _write_cert(pki / f"{stem}.crt", server)
+
+
+def ensure_kafka(pki: Path) -> None:
+    """Kafka's TLS certificate for localhost and 127.0.0.1, signed by the CA of RabbitMQ's
+    and the store's, and the broker's PEM key store (key and certificate in one file)."""
+    if (pki / "kafka-done").exists():
+        return
+    _service_certificate(pki, "kafka", "conveyor-kafka")
+    store = pki / "kafka-keystore.pem"
+    store.write_bytes((pki / "kafka.key").read_bytes() + (pki / "kafka.crt").read_bytes())
+    store.chmod(0o600)
+    (pki / "kafka-done").write_text("ok\n")
 
 
 def kubeconfig(server: str, ca: Path, user: dict[str, str], name: str = "conveyor-testbed") -> str:

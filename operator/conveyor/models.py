@@ -12,7 +12,7 @@ its budget.
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 from pydantic.config import JsonValue as SchemaValue
@@ -271,13 +271,51 @@ class Task(Model):
     """Retry policy of failed attempts."""
 
 
-class Trigger(Model):
-    """Starts a run when a matching event is published on the conveyor.events exchange."""
+# A Kafka topic name as the broker takes it: letters, digits, `.`, `_`, `-`, at most 249.
+KAFKA_TOPIC = r"^[a-zA-Z0-9._-]+$"
 
-    event: str = Field(min_length=1, max_length=255)
+
+class KafkaTrigger(Model):
+    """A Kafka topic whose records start runs; CEL sees each record as `record`: `topic`,
+    `partition`, `offset`, `key` (text, empty when the record has none), `headers` (a map of
+    text), `value` (the JSON value; null for a record without one) and `timestamp`
+    (milliseconds since the epoch)."""
+
+    topic: str = Field(min_length=1, max_length=249, pattern=KAFKA_TOPIC)
+    """The topic to consume (one name, not a pattern), in the operator's consumer group."""
+    filter: Expression | None = None
+    """A `${{ CEL }}` expression on `record`; a record for which it is not true starts no
+    run. Default: every record starts one."""
+    key: Expression | None = None
+    """A `${{ CEL }}` expression on `record` whose text names the run: records with the same
+    key start one run between them. Default: the record's topic, partition and offset."""
+
+
+class Trigger(Model):
+    """Starts a run when a matching event is published on the conveyor.events exchange, or a
+    record arrives on a Kafka topic."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [
+            rule("has(self.event) != has(self.kafka)",
+                 "spec.triggers: each trigger names exactly one source, event (RabbitMQ) or "
+                 "kafka"),
+        ]}
+    )
+
+    event: str | None = Field(default=None, min_length=1, max_length=255)
     """AMQP topic pattern matched against the event's routing key (`*` a word, `#` any)."""
+    kafka: KafkaTrigger | None = None
+    """A Kafka topic instead of an event pattern (with the `kafka` settings of the operator)."""
     inputs: JsonObject = Field(default_factory=dict)
-    """Inputs of the run; strings may embed `${{ CEL }}` that sees the event body as `event`."""
+    """Inputs of the run; strings may embed `${{ CEL }}` that sees the event body as `event`
+    (a RabbitMQ trigger) or the record as `record` (a Kafka trigger)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Trigger":
+        if (self.event is None) == (self.kafka is None):
+            raise ValueError("each trigger names exactly one source, event (RabbitMQ) or kafka")
+        return self
 
 
 class WorkflowSpec(Model):

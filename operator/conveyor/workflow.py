@@ -21,7 +21,7 @@ from conveyor import dag
 from conveyor.errors import ExpressionError, InvalidSpecError, Problem
 from conveyor.expr import MAX_EXPRESSIONS, OPEN, Template, compile_template
 from conveyor.metering import Meter
-from conveyor.models import Retry, Task, WorkflowSpec
+from conveyor.models import Retry, Task, Trigger, WorkflowSpec
 
 MAX_PROBLEMS = 50
 MAX_FOR_EACH_ITEMS = 100_000
@@ -53,11 +53,22 @@ class CompiledTask:
 
 
 @dataclass(frozen=True)
-class CompiledTrigger:
-    """An event pattern and the run inputs it yields."""
+class CompiledKafka:
+    """A Kafka trigger's topic, and its templates on `record` (None: every record starts a
+    run; the run is named from topic, partition and offset)."""
 
-    pattern: str
+    topic: str
+    filter: Template | None
+    key: Template | None
+
+
+@dataclass(frozen=True)
+class CompiledTrigger:
+    """An event pattern (or a Kafka topic) and the run inputs it yields."""
+
+    pattern: str | None
     inputs: Template
+    kafka: CompiledKafka | None = None
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,8 @@ def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> 
         for i, (path, task, is_finally) in enumerate(declared)
     )
     outputs = compiler.template(spec.outputs, "spec.outputs")
-    triggers = tuple(
-        CompiledTrigger(t.event, compiler.template(t.inputs, f"spec.triggers[{i}].inputs"))
-        for i, t in enumerate(spec.triggers)
-    )
+    triggers = tuple(compiler.trigger(t, f"spec.triggers[{i}]")
+                     for i, t in enumerate(spec.triggers))
     if compiler.problems:
         raise InvalidSpecError(compiler.result())
     return CompiledWorkflow(
@@ -141,6 +150,19 @@ class _Compiler:
             return self.problems
         return [*self.problems[:MAX_PROBLEMS],
                 Problem("spec", f"more problems not shown (at most {MAX_PROBLEMS} are)")]
+
+    def trigger(self, trigger: Trigger, path: str) -> CompiledTrigger:
+        inputs = self.template(trigger.inputs, f"{path}.inputs")
+        source = trigger.kafka
+        if source is None:
+            return CompiledTrigger(trigger.event, inputs)
+        kafka = CompiledKafka(
+            source.topic,
+            filter=None if source.filter is None
+            else self.template(source.filter, f"{path}.kafka.filter", True),
+            key=None if source.key is None
+            else self.template(source.key, f"{path}.kafka.key", True))
+        return CompiledTrigger(None, inputs, kafka)
 
     def task(
         self,
@@ -215,7 +237,7 @@ def trigger_inputs(workflow: CompiledWorkflow, routing_key: str, event: Any) -> 
     return [
         trigger.inputs.render({"event": event})
         for trigger in workflow.triggers
-        if match_topic(trigger.pattern, routing_key)
+        if trigger.pattern is not None and match_topic(trigger.pattern, routing_key)
     ]
 
 

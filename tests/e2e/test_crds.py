@@ -39,6 +39,13 @@ def _task(name: str, **extra: Any) -> dict[str, Any]:
      {"finally": [_task("f", dependsOn=["a"])]},
      "spec.finally: every dependsOn must name another finally task"),
     ("bad name", [_task("Not_A_Label")], {}, "spec.tasks[0].name"),
+    ("a trigger of two sources", [_task("a")],
+     {"triggers": [{"event": "order.created", "kafka": {"topic": "orders"}}]},
+     "each trigger names exactly one source, event (RabbitMQ) or kafka"),
+    ("a trigger of no source", [_task("a")], {"triggers": [{"inputs": {}}]},
+     "each trigger names exactly one source, event (RabbitMQ) or kafka"),
+    ("a bad Kafka topic", [_task("a")], {"triggers": [{"kafka": {"topic": "a topic"}}]},
+     "spec.triggers[0].kafka.topic"),
 ])
 def test_admission_rejects_what_it_can_naming_the_field(
     cluster, crds, namespace, case, tasks, extra, expected

@@ -1,6 +1,6 @@
 """The test bed's fault tools (`python -m testbed kill|restart`): a part killed with SIGKILL
-comes back on the data it had, so a fault test measures the system, not a wiped store; the
-object store, in memory, comes back serving and empty."""
+comes back on the data it had (Kafka with its records), so a fault test measures the system,
+not a wiped store; the object store, in memory, comes back serving and empty."""
 
 from __future__ import annotations
 
@@ -105,3 +105,20 @@ def test_the_object_store_killed_and_restarted_serves_again_empty(
 def _testbed(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "testbed", *args], check=True, timeout=120,
                    env={**os.environ, "PYTHONPATH": str(HACK)}, capture_output=True)
+
+
+def test_kafka_killed_comes_back_with_its_records(kafka_settings):
+    from support import kafka as tools  # noqa: PLC0415 - the kafka extra, for this test only
+
+    topic = f"t-faults-{uuid.uuid4().hex[:6]}"
+    tools.create_topic(kafka_settings, topic)
+    tools.produce(kafka_settings, topic, [b"kept"])
+    p, ports_ = paths(), ports()
+    try:
+        _testbed("kill", "kafka")
+        assert procs.running_pid(p.pids, "kafka") is None
+        assert not parts.serving(p, ports_, "kafka")
+    finally:
+        _testbed("restart", "kafka")
+    assert parts.serving(p, ports_, "kafka")
+    assert [m.value() for m in tools.read(kafka_settings, topic, expect=1)] == [b"kept"]

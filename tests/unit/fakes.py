@@ -12,6 +12,11 @@ adapter, so a test hands it these objects instead and nothing is monkeypatched.
                   for the test to `confirm` / `fail`; `deliver` hands a message to the consumer
     FakeDelivery  a `Delivery` that records how it was settled; `worker_event` builds one of a
                   worker's `TaskEvent`s, `redeliver` the same message again
+    FakeRecordSource  a `RecordSource` (Kafka consumer): `hand` gives records to the operator
+                  as the consumer thread would, `reassign` starts a new assignment (epoch),
+                  `committed` is what a real group would have stored
+    FakeRecordSink  a `RecordSink` (Kafka producer): every record produced; delivered at once,
+                  or failed (`fail_next`), or held until `settle`
     Journal       one ordered log shared by the three, for assertions on what came first
     Bed           a real RunManager (Flusher, Actor, Admission, Expiry) over the fakes, with
                   tiny intervals; `until` polls a condition with a deadline on the running loop
@@ -34,6 +39,7 @@ from conveyor.broker.codec import decode_task, encode_event
 from conveyor.broker.confirms import Confirmation
 from conveyor.broker.errors import BrokerError
 from conveyor.broker.settings import BrokerSettings
+from conveyor.kafka import KafkaError, Record, TopicPartition
 from conveyor.kube import KubeError
 from conveyor.kube.client import DeploymentState
 from conveyor.models import TaskEvent, TaskMessage
@@ -581,6 +587,98 @@ def worker_event(attempt_id: str, status: str = "succeeded", *,
                       outputs=outputs, error=error, retryable=retryable)
     return FakeDelivery(encode_event(event), f"task.{status}", f"{attempt_id}:{status}",
                         journal=journal)
+
+
+# -- Kafka ------------------------------------------------------------------------------------
+class FakeRecordSource:
+    """Implements `conveyor.operator.seams.RecordSource`: records are handed out by the test;
+    commits of the current assignment (epoch) of a partition move `committed` forward only,
+    as a real consumer's do; `commits` lists every call."""
+
+    def __init__(self) -> None:
+        self.subscriptions: list[frozenset[str]] = []
+        self.commits: list[tuple[TopicPartition, int, int]] = []
+        self.committed: dict[TopicPartition, int] = {}
+        self.epochs: dict[TopicPartition, int] = defaultdict(int)
+        self.released = 0
+        self.handed = 0
+        self._on_records: Callable[[Any], None] | None = None
+
+    def start(self, on_records: Callable[[Any], None]) -> None:
+        self._on_records = on_records
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        self.subscriptions.append(frozenset(topics))
+
+    def commit(self, where: TopicPartition, offset: int, epoch: int) -> None:
+        self.commits.append((where, offset, epoch))
+        if self.epochs[where] == epoch:
+            self.committed[where] = max(self.committed.get(where, 0), offset)
+
+    def release(self, record: Record) -> None:
+        self.released += 1
+
+    def reassign(self, topic: str, partition: int = 0) -> int:
+        """A rebalance gave the partition back: a new epoch, records to be read again."""
+        self.epochs[TopicPartition(topic, partition)] += 1
+        return self.epochs[TopicPartition(topic, partition)]
+
+    def record(self, topic: str, offset: int, value: bytes | None, *, partition: int = 0,
+               key: bytes | None = None,
+               headers: tuple[tuple[str, bytes | None], ...] = ()) -> Record:
+        return Record(topic, partition, offset, key, value, headers, 1_700_000_000_000,
+                      epoch=self.epochs[TopicPartition(topic, partition)])
+
+    def hand(self, *records: Record) -> None:
+        """Hand records to the operator, as the consumer's thread does."""
+        assert self._on_records is not None, "not started"
+        self.handed += len(records)
+        self._on_records(list(records))
+
+    @property
+    def in_flight(self) -> int:
+        return self.handed - self.released
+
+
+@dataclass
+class Produced:
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    on_delivered: Callable[[KafkaError | None], None]
+
+
+class FakeRecordSink:
+    """Implements `conveyor.operator.seams.RecordSink`: `produced` holds every record; each
+    is reported delivered at once unless `hold` is set (then `settle` reports them) or
+    `fail_next` made it fail."""
+
+    def __init__(self) -> None:
+        self.produced: list[Produced] = []
+        self.hold = False
+        self.held: list[Produced] = []
+        self._failures: deque[KafkaError] = deque()
+
+    def fail_next(self, error: KafkaError, times: int = 1) -> None:
+        self._failures.extend([error] * times)
+
+    def produce(self, topic: str, value: bytes, *, key: bytes | None,
+                headers: Iterable[tuple[str, bytes]],
+                on_delivered: Callable[[KafkaError | None], None]) -> None:
+        record = Produced(topic, value, key, list(headers), on_delivered)
+        self.produced.append(record)
+        if self._failures:
+            on_delivered(self._failures.popleft())
+        elif self.hold:
+            self.held.append(record)
+        else:
+            on_delivered(None)
+
+    def settle(self, error: KafkaError | None = None) -> None:
+        held, self.held = self.held, []
+        for record in held:
+            record.on_delivered(error)
 
 
 # -- bodies as the API server shows them ------------------------------------------------------

@@ -123,4 +123,6 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     # pika logs every failed reconnection attempt as an error; the broker adapter already
     # says, once per attempt and in a line of its own, that the link is down and retrying.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # librdkafka too, at every reconnection; the Kafka adapter says so once in a while.
+    logging.getLogger("conveyor.kafka.librdkafka").setLevel(logging.CRITICAL)
     return registry

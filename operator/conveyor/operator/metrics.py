@@ -20,9 +20,14 @@ class Metrics:
                               ["status", "effect"], registry=r)
         self.trigger_events_dropped = Counter(
             "conveyor_trigger_events_dropped_total",
-            "External events on the triggers queue acked without starting every run they "
-            "match, by reason (too-large, too-deep, inputs-failed, rejected, failed)",
+            "External events on the triggers queue (and Kafka records) acked without starting "
+            "every run they match, by reason (too-large, too-deep, inputs-failed, rejected, "
+            "failed; for Kafka records also malformed-json, filter-failed, key-failed)",
             ["reason"], registry=r)
+        self.run_events_forwarded = Counter(
+            "conveyor_kafka_run_events_total",
+            "Run events forwarded to the Kafka topic, by outcome (delivered, failed: to be "
+            "delivered again)", ["outcome"], registry=r)
         self.dispatched = Counter("conveyor_tasks_dispatched_total",
                                   "Task attempts published to their queues", registry=r)
         self.redispatched = Counter(

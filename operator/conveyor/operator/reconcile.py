@@ -46,6 +46,9 @@ class Retry(ConveyorError):  # noqa: N818 - a signal to the handler, not an erro
         self.delay = delay
 
 
+KAFKA_OFF = "the operator has no Kafka settings (CONVEYOR_KAFKA_BOOTSTRAP_SERVERS)"
+
+
 class StoreUnusable(ConveyorError):  # noqa: N818 - a state of the Workflow, shown in Ready
     """What the workers need of the object store cannot be had; `reason` is the Ready
     condition's."""
@@ -173,9 +176,14 @@ class Reconciler:
         await self._prune(entry, spec, existing)
         self.workflows.provisioned(owner.namespace, owner.name, entry.generation)
         message = f"{len(spec.task_types)} worker pools provisioned"
+        unheard = self.settings.kafka is None and any(
+            t.kafka is not None for t in entry.compiled.triggers)
+        if unheard:  # Ready all the same: its runs can still be started otherwise
+            message += (f"; {KAFKA_OFF}: its Kafka triggers start no run")
         changed = await self._write_status(entry, status, "True", "Provisioned", message)
         if changed:
-            await self._event(entry, "Normal", "Provisioned", message)
+            await self._event(entry, "Warning" if unheard else "Normal", "Provisioned",
+                              message)
             log.info("Workflow reconciled workflow=%s/%s generation=%d", owner.namespace,
                      owner.name, entry.generation)
 

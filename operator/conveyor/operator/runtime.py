@@ -8,10 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from conveyor import names
+from conveyor import kafka, names
 from conveyor.broker import Admin, BrokerError, Link, topology
 from conveyor.kube import AsyncKube, Kube, KubeError
 from conveyor.names import LEGACY_TASK_EVENTS_PATTERN, operator_queue, task_events_pattern
+from conveyor.operator.forwarding import RunEventForwarder
+from conveyor.operator.forwarding import queue_name as run_events_queue
 from conveyor.operator.health import Health
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.pools import PoolManager
@@ -22,7 +24,7 @@ from conveyor.operator.runs.leasekeeping import LeaseKeeper
 from conveyor.operator.runs.storage import CONCURRENCY, RunStorage
 from conveyor.operator.settings import Settings
 from conveyor.operator.supervision import supervised
-from conveyor.operator.triggers import TriggerRouter
+from conveyor.operator.triggers import KafkaTriggers, TriggerRouter
 from conveyor.operator.workflows import Workflows
 from conveyor.store import ObjectStore, Values
 
@@ -77,6 +79,58 @@ class Runtime:
                              namespace=settings.namespaces[0] if settings.namespaces else None)
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: web.AppRunner | None = None
+        self._kafka_parts()
+
+    def _kafka_parts(self) -> None:
+        """Kafka triggers and the run events' forwarder, when Kafka is configured."""
+        settings = self.settings
+        self.kafka_triggers: KafkaTriggers | None = None
+        self.forwarder: RunEventForwarder | None = None
+        self.kafka_consumer: kafka.client.Consumer | None = None
+        self.kafka_producer: kafka.client.Producer | None = None
+        self.kafka_link: Link | None = None
+        if settings.kafka is None:
+            return
+        self.kafka_consumer = kafka.consumer(
+            settings.kafka, settings.kafka_group, name="conveyor-operator",
+            max_in_flight=settings.kafka_max_in_flight,
+            auto_offset_reset=settings.kafka_auto_offset_reset)
+        self.kafka_triggers = KafkaTriggers(self.kube, self.workflows, self.kafka_consumer,
+                                            metrics=self.metrics)
+        if settings.kafka_run_events_topic:
+            self.kafka_producer = kafka.producer(settings.kafka, name="conveyor-operator")
+            self.kafka_link = Link(settings.broker, name="conveyor-operator-kafka")
+            self.forwarder = RunEventForwarder(
+                self.kafka_link, self.kafka_producer, self.pools,
+                queue=run_events_queue(settings.instance),
+                topic=settings.kafka_run_events_topic, metrics=self.metrics)
+
+    async def _start_kafka(self, loop: asyncio.AbstractEventLoop) -> None:
+        settings = self.settings
+        if self.kafka_triggers is not None and settings.kafka is not None:
+            self.kafka_triggers.start(loop)
+            self._tasks.append(loop.create_task(supervised("kafka-triggers",
+                                                           self.kafka_triggers.run)))
+            log.info("Kafka triggers started kafka=%s group=%s", settings.kafka.masked,
+                     settings.kafka_group)
+        if self.forwarder is not None and self.kafka_producer is not None:
+            assert self.kafka_link is not None
+            await self.forwarder.declare()
+            self.kafka_producer.start()
+            self.kafka_link.start()
+            self.forwarder.start()
+            self._tasks.append(loop.create_task(supervised("kafka-run-events",
+                                                           self.forwarder.run)))
+            log.info("Run events forwarded to Kafka topic=%s queue=%s", self.forwarder.topic,
+                     self.forwarder.queue)
+
+    async def _stop_kafka(self) -> None:
+        if self.kafka_link is not None:
+            await asyncio.to_thread(self.kafka_link.close)
+        if self.kafka_producer is not None:
+            await asyncio.to_thread(self.kafka_producer.close)
+        if self.kafka_consumer is not None:
+            await asyncio.to_thread(self.kafka_consumer.close)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,6 +149,7 @@ class Runtime:
                        loop.create_task(supervised("leases", self.lease_keeper.run)),
                        loop.create_task(supervised("topology", self._keep_topology)),
                        loop.create_task(supervised("api-probe", self.health.probe))]
+        await self._start_kafka(loop)
         if self.settings.health_port:
             self._server = await self.health.serve(self.settings.health_address,
                                                    self.settings.health_port)
@@ -109,6 +164,7 @@ class Runtime:
             await self._server.cleanup()
         await asyncio.to_thread(self.link.close)
         await asyncio.to_thread(self.trigger_link.close)
+        await self._stop_kafka()
         await self._remove_queues_if_uninstalled()
         if self.object_store is not None:
             self.object_store.close()
@@ -165,8 +221,9 @@ class Runtime:
                 return
 
         def remove(admin: Admin) -> None:
+            forwarded = [self.forwarder.queue] if self.forwarder is not None else []
             for queue in (self.events_queue, self.triggers.queue,
-                          names.dead_letter_queue(self.events_queue)):
+                          names.dead_letter_queue(self.events_queue), *forwarded):
                 stats = admin.inspect(queue)
                 if stats is not None and stats.consumers > 0:
                     log.info("Kept queue=%s: it has %d consumers", queue, stats.consumers)

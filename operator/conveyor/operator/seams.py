@@ -1,9 +1,10 @@
-"""The operator's two seams: what it needs of Kubernetes and of the broker, as Protocols.
+"""The operator's seams: what it needs of Kubernetes, of the broker and of Kafka, as Protocols.
 
 The operator's modules depend on these, never on the adapters' classes, the way httpx's client
-depends on `BaseTransport`: the runtime wires in the real adapters (`conveyor.kube.AsyncKube`
-and `conveyor.broker.Link`), the unit tests wire in in-memory fakes with fault injection
-(`tests/unit/fakes.py`), and neither needs monkeypatching.
+depends on `BaseTransport`: the runtime wires in the real adapters (`conveyor.kube.AsyncKube`,
+`conveyor.broker.Link`, `conveyor.kafka.client.Consumer` and `.Producer`), the unit tests
+wire in in-memory fakes with fault injection (`tests/unit/fakes.py`), and neither needs
+monkeypatching.
 
 Contracts the fakes honour too:
 - every `KubeApi` call fails only with `KubeError` (the facade maps urllib3, socket and TLS
@@ -11,16 +12,21 @@ Contracts the fakes honour too:
 - a `BrokerLink.publish` returns at once; its `Confirmation` settles later, on another thread,
   confirmed or failed (`UnroutableError`, `PublishRejectedError`, `LinkClosedError`);
 - a `Delivery` is settled once (`ack`, `requeue` or `reject`), from any thread; one never
-  settled is redelivered by the broker once the link drops.
+  settled is redelivered by the broker once the link drops;
+- a `RecordSource` hands records out in each partition's order, from its own thread, and
+  commits only what it is told to (a commit from an older assignment of the partition does
+  nothing); a `RecordSink` reports each `produce` once, from its own thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from conveyor.broker.confirms import Confirmation
 from conveyor.broker.errors import BrokerError
+from conveyor.kafka.errors import KafkaError
+from conveyor.kafka.records import Record, TopicPartition
 from conveyor.kube.client import DeploymentState
 
 
@@ -80,3 +86,20 @@ class BrokerLink(Protocol):
 
     def consume(self, queue: str, prefetch: int,
                 on_delivery: Callable[[Delivery], None]) -> None: ...
+
+
+class RecordSource(Protocol):
+    """A Kafka consumer group member that commits only when told."""
+
+    def start(self, on_records: Callable[[Sequence[Record]], None]) -> None: ...
+    def subscribe(self, topics: Collection[str]) -> None: ...
+    def commit(self, where: TopicPartition, offset: int, epoch: int) -> None: ...
+    def release(self, record: Record) -> None: ...
+
+
+class RecordSink(Protocol):
+    """A Kafka producer whose every record is reported delivered (None) or failed."""
+
+    def produce(self, topic: str, value: bytes, *, key: bytes | None,
+                headers: Sequence[tuple[str, bytes]],
+                on_delivered: Callable[[KafkaError | None], None]) -> None: ...

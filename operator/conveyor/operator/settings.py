@@ -7,9 +7,13 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from conveyor import kafka
 from conveyor.broker.settings import CA_FILE_ENV, URL_ENV, BrokerSettings
 from conveyor.errors import ConveyorError
+from conveyor.kafka import KafkaSettings, KafkaSettingsError, KafkaUnavailableError
+from conveyor.kafka.settings import BOOTSTRAP_ENV
 from conveyor.store.errors import StoreSettingsError
 from conveyor.store.loading import DEFAULT_MAX_OBJECT_BYTES, MAX_OBJECT_ENV
 from conveyor.store.settings import BUCKET_ENV, StoreSettings
@@ -21,6 +25,12 @@ WORKER_ACCESS_KEY = "accessKey"
 WORKER_SECRET_KEY = "secretKey"
 """The keys of the worker Secret (`CONVEYOR_S3_WORKER_SECRET`): the store credentials the
 admin made for workers."""
+KAFKA_GROUP_ENV = "CONVEYOR_KAFKA_GROUP_ID"
+KAFKA_TOPIC_ENV = "CONVEYOR_KAFKA_RUN_EVENTS_TOPIC"
+KAFKA_RESET_ENV = "CONVEYOR_KAFKA_AUTO_OFFSET_RESET"
+KAFKA_IN_FLIGHT_ENV = "CONVEYOR_KAFKA_MAX_IN_FLIGHT"
+_KAFKA_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_KAFKA_GROUP = re.compile(r"^[a-zA-Z0-9._-]{1,255}$")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS-1123 subdomain
 
 
@@ -80,6 +90,22 @@ class Settings:
     store_max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     """The largest value kept in the store (`CONVEYOR_S3_MAX_OBJECT_BYTES`), the workers'
     limit too."""
+    kafka: KafkaSettings | None = None
+    """The Kafka cluster of Kafka triggers and the run events' topic
+    (`CONVEYOR_KAFKA_BOOTSTRAP_SERVERS` and the rest of `conveyor.kafka.settings`); None:
+    Kafka is off, and Kafka triggers start nothing."""
+    kafka_group_id: str | None = None
+    """The consumer group of Kafka triggers (`CONVEYOR_KAFKA_GROUP_ID`); default
+    `conveyor.<instance>`, one per install."""
+    kafka_run_events_topic: str | None = None
+    """The topic every `run.<phase>` event is forwarded to (`CONVEYOR_KAFKA_RUN_EVENTS_TOPIC`);
+    None: none is."""
+    kafka_auto_offset_reset: str = "earliest"
+    """Where the group starts on a partition it has no offset for
+    (`CONVEYOR_KAFKA_AUTO_OFFSET_RESET`): `earliest` (every record a trigger could see starts
+    its run) or `latest` (only records written from then on)."""
+    kafka_max_in_flight: int = 1000
+    """Records being turned into runs at once, at most (`CONVEYOR_KAFKA_MAX_IN_FLIGHT`)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -87,6 +113,10 @@ class Settings:
         """This install's name among others on the same broker: its Lease's namespace and
         name, which its replicas share and other installs do not."""
         return f"{self.lease_namespace}.{self.leader_lease or 'conveyor-operator'}"
+
+    @property
+    def kafka_group(self) -> str:
+        return self.kafka_group_id or f"conveyor.{self.instance}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,6 +184,35 @@ def _store(env: Mapping[str, str]) -> tuple[StoreSettings | None, str | None, in
     return store, worker_secret, limit
 
 
+def _kafka(env: Mapping[str, str]) -> dict[str, Any]:
+    """The Kafka fields of Settings, checked: unset bootstrap servers turn Kafka off."""
+    try:
+        settings = KafkaSettings.from_env(env)
+    except KafkaSettingsError as error:
+        raise SettingsError(f"kafka: {error}") from None  # names the variable, not the secret
+    group = env.get(KAFKA_GROUP_ENV) or None
+    topic = env.get(KAFKA_TOPIC_ENV) or None
+    reset = (env.get(KAFKA_RESET_ENV) or "earliest").strip().lower()
+    in_flight = int(_number(env.get(KAFKA_IN_FLIGHT_ENV) or "1000", KAFKA_IN_FLIGHT_ENV, int))
+    if settings is None:
+        if topic or group:
+            raise SettingsError(f"{KAFKA_TOPIC_ENV if topic else KAFKA_GROUP_ENV} is set but "
+                                f"{BOOTSTRAP_ENV} is not: there is no Kafka to use")
+        return {}
+    if not kafka.installed():
+        raise SettingsError(str(KafkaUnavailableError(BOOTSTRAP_ENV)))
+    if topic is not None and not _KAFKA_TOPIC.match(topic):
+        raise SettingsError(f"{KAFKA_TOPIC_ENV}: {topic!r} is not a Kafka topic name")
+    if group is not None and not _KAFKA_GROUP.match(group):
+        raise SettingsError(f"{KAFKA_GROUP_ENV}: {group!r} is not a consumer group name")
+    if reset not in ("earliest", "latest"):
+        raise SettingsError(f"{KAFKA_RESET_ENV}: {reset!r} is neither earliest nor latest")
+    if in_flight < 1:
+        raise SettingsError(f"{KAFKA_IN_FLIGHT_ENV}: must be at least 1")
+    return {"kafka": settings, "kafka_group_id": group, "kafka_run_events_topic": topic,
+            "kafka_auto_offset_reset": reset, "kafka_max_in_flight": in_flight}
+
+
 def shared_credentials_warning(settings: Settings) -> str | None:
     """What to log once at start when the workers get the operator's own store keys: any
     worker's code could then read and delete every run's objects, of every namespace."""
@@ -216,4 +275,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         store_worker_secret=worker_secret,
         store_max_object_bytes=max_object,
         store_cache_bytes=cache_bytes,
+        **_kafka(env),
     )

@@ -1,5 +1,5 @@
-"""Event-driven starts: external events on `conveyor.events` that match a Workflow's
-`triggers` create WorkflowRuns.
+"""Event-driven starts from RabbitMQ: external events on `conveyor.events` that match a
+Workflow's `triggers` create WorkflowRuns.
 
 Each matching (Workflow, trigger) pair makes exactly one run, named from the event's message
 id, so a redelivered event finds its run already there (409) and starts nothing new. The event
@@ -23,18 +23,16 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 from typing import Any
 
 from conveyor import names
 from conveyor.broker import Admin
-from conveyor.children import child_name
 from conveyor.errors import ExpressionError
 from conveyor.kube import KubeError
-from conveyor.manifests import run_manifest
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.pools import PoolManager
 from conveyor.operator.seams import BrokerLink, Delivery, KubeApi
+from conveyor.operator.triggers.starting import Unusable, start_run
 from conveyor.operator.workflows import Workflows
 from conveyor.workflow import match_topic
 
@@ -44,14 +42,6 @@ RETRY_SECONDS = 2.0
 # An event's body becomes a run's inputs, and a run must fit in one object (the API server
 # takes about 1.5 MiB): a larger body could never start one.
 MAX_EVENT_BYTES = 1024 * 1024
-_UNSAFE = re.compile(r"[^a-z0-9-]+")
-
-
-def run_name(workflow: str, message_id: str, trigger: int) -> str:
-    """A DNS-safe run name that depends only on the event and the trigger that matched it."""
-    readable = _UNSAFE.sub("-", message_id.lower()).strip("-")[:20].strip("-")
-    digest = hashlib.sha256(f"{workflow}\0{message_id}\0{trigger}".encode()).hexdigest()[:10]
-    return child_name(workflow, *(p for p in (readable, digest) if p))
 
 
 def event_id(delivery: Delivery) -> str:
@@ -87,7 +77,7 @@ class TriggerRouter:
         """Bind every pattern some Workflow's triggers use; unbind the ones none uses.
         `everything`: bind again even what was bound (the broker may have lost it)."""
         wanted = {t.pattern for entry in self._workflows.entries() if entry.compiled
-                  for t in entry.compiled.triggers}
+                  for t in entry.compiled.triggers if t.pattern is not None}
         add, remove = (wanted if everything else wanted - self._bound), self._bound - wanted
         if not add and not remove:
             return
@@ -128,7 +118,7 @@ class TriggerRouter:
                 delivery.requeue()
                 return
             self._drop(delivery, ident, "rejected", str(error))
-        except _Unusable as error:
+        except Unusable as error:
             self._drop(delivery, ident, error.reason, error.detail)
         except Exception as error:  # never leave an event unsettled: it would hold a slot
             log.exception("Failed to handle an event event=%s", ident)
@@ -144,7 +134,8 @@ class TriggerRouter:
             if compiled is None:
                 continue
             for index, trigger in enumerate(compiled.triggers):
-                if not match_topic(trigger.pattern, delivery.routing_key):
+                if trigger.pattern is None or not match_topic(trigger.pattern,
+                                                              delivery.routing_key):
                     continue
                 try:
                     inputs = trigger.inputs.render({"event": event})
@@ -167,38 +158,19 @@ class TriggerRouter:
 
     async def _create(self, namespace: str, workflow: str, ident: str, *, index: int,
                       routing_key: str, inputs: Any) -> None:
-        name = run_name(workflow, ident, index)
-        body = run_manifest(
-            workflow, inputs if isinstance(inputs, dict) else {"value": inputs}, name=name,
-            labels={names.LABEL_WORKFLOW: workflow},
-            annotations={f"{names.GROUP}/event-id": ident[:253],
-                         f"{names.GROUP}/event": routing_key[:253]})
-        try:
-            await self._kube.create_run(namespace, body)
-        except KubeError as error:
-            if error.conflict:
-                log.info("Run exists for event run=%s/%s event=%s", namespace, name, ident)
-                return
-            raise
-        log.info("Run created by trigger run=%s/%s event=%s routingKey=%s", namespace, name,
-                 ident, routing_key)
-
-
-class _Unusable(Exception):  # noqa: N818 - not an error of the operator: a reason to drop
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        await start_run(self._kube, namespace, workflow, ident, index=index, inputs=inputs,
+                        annotations={f"{names.GROUP}/event": routing_key[:253]},
+                        described=f"event={ident} routingKey={routing_key}")
 
 
 def _read(body: bytes) -> Any:
     """The event as triggers see it: its JSON value, else its text."""
     if len(body) > MAX_EVENT_BYTES:
-        raise _Unusable("too-large", f"body of {len(body)} bytes; events of at most "
+        raise Unusable("too-large", f"body of {len(body)} bytes; events of at most "
                                      f"{MAX_EVENT_BYTES} can start runs")
     try:
         return json.loads(body)
     except RecursionError:
-        raise _Unusable("too-deep", "body nests deeper than the JSON decoder allows") from None
+        raise Unusable("too-deep", "body nests deeper than the JSON decoder allows") from None
     except ValueError:
         return body.decode(errors="replace")
