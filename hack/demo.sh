@@ -89,7 +89,7 @@ next "kubectl -n $ns get cwf,cwr" "the printer columns"
 if conveyor get --help >/dev/null 2>&1; then
   next "conveyor get -n $ns order-42" "the run, task by task (docs/cli.md)"
 fi
-next "kubectl -n $ns get events" "what the operator did, task by task"
+next "kubectl -n $ns get events" "the run's Events: its start and end, each retry of the flaky payment"
 next "kubectl -n $system get deploy,pods,roles" "the release's operator and its RBAC"
 next "helm -n $system status $release" "the release (helm: $helm_dir)"
 echo "   the operator pod's output:  $state/pods/$system/$pod/operator.log"
