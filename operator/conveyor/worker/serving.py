@@ -183,8 +183,8 @@ class Worker:
         self._metrics.in_flight(1)
         ctx = TaskContext(message, self._settings.worker_name, datetime.now(UTC),
                           lambda progress: self._send(job, "heartbeat", progress=progress))
+        job.began = time.monotonic()  # before ctx: the heartbeat thread looks at jobs with one
         job.ctx = ctx
-        job.began = time.monotonic()
         # A task with a timeout says at once that it started: the operator counts the
         # timeout from then. Any other says so only if it runs long enough to be seen
         # running (the heartbeat thread); a quick one sends its final event alone.
