@@ -13,7 +13,7 @@ from conveyor.kube import KubeError
 from conveyor.operator.metrics import Metrics
 from conveyor.operator.runs.kube_events import EventRecorder, Post
 from conveyor.operator.runs.records import RunRef
-from unit.fakes import FakeKube, until
+from unit.fakes import FakeKube, drive, until
 
 RUN = RunRef("ns", "r1", "uid-1", "wf")
 OTHER = RunRef("ns", "r2", "uid-2", "wf")
@@ -27,12 +27,9 @@ def succeeded(ref: RunRef = RUN) -> Post:
     return Post("", "Normal", "RunSucceeded", f"run {ref.name} succeeded")
 
 
-def drive(test: Callable[[FakeKube, Metrics], Coroutine[Any, Any, None]]) -> None:
-    async def main() -> None:
-        kube, metrics = FakeKube(), Metrics()
-        await test(kube, metrics)
-
-    asyncio.run(main())
+def run(test: Callable[[FakeKube, Metrics], Coroutine[Any, Any, None]]) -> None:
+    """The test on a fresh loop, bounded in time (`unit.fakes.drive`), over fresh fakes."""
+    drive(lambda: test(FakeKube(), Metrics()))
 
 
 def counted(metrics: Metrics, result: str) -> float:
@@ -40,16 +37,14 @@ def counted(metrics: Metrics, result: str) -> float:
     return value
 
 
-async def running_recorder(recorder: EventRecorder) -> asyncio.Task[None]:
-    task = asyncio.get_running_loop().create_task(recorder.run())
-    await asyncio.sleep(0)
-    return task
+def running_recorder(recorder: EventRecorder) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(recorder.run())
 
 
 def test_a_run_that_ends_within_the_hold_posts_only_its_end() -> None:
     async def test(kube: FakeKube, metrics: Metrics) -> None:
         recorder = EventRecorder(kube, metrics, per_second=1000, hold=0.2)
-        task = await running_recorder(recorder)
+        task = running_recorder(recorder)
         recorder.record(RUN, [running()])
         recorder.record(OTHER, [running(OTHER)])
         recorder.record(RUN, [succeeded()])  # within the hold: replaces RunRunning
@@ -59,13 +54,13 @@ def test_a_run_that_ends_within_the_hold_posts_only_its_end() -> None:
         assert counted(metrics, "superseded") == 1 and counted(metrics, "posted") == 2
         task.cancel()
 
-    drive(test)
+    run(test)
 
 
 def test_events_about_different_tasks_of_a_run_are_all_posted() -> None:
     async def test(kube: FakeKube, metrics: Metrics) -> None:
         recorder = EventRecorder(kube, metrics, per_second=1000, hold=0.0)
-        task = await running_recorder(recorder)
+        task = running_recorder(recorder)
         recorder.record(RUN, [Post("a", "Warning", "TaskFailed", "task a failed"),
                               Post("b", "Warning", "TaskRetrying", "task b retrying"),
                               Post("", "Warning", "RunFailed", "run failed")])
@@ -74,7 +69,7 @@ def test_events_about_different_tasks_of_a_run_are_all_posted() -> None:
         assert all(e.involved["uid"] == "uid-1" and e.kind == "Warning" for e in kube.events)
         task.cancel()
 
-    drive(test)
+    run(test)
 
 
 def test_posting_keeps_to_its_rate_and_recording_never_waits() -> None:
@@ -85,7 +80,7 @@ def test_posting_keeps_to_its_rate_and_recording_never_waits() -> None:
         for ref in refs:
             recorder.record(ref, [succeeded(ref)])
         assert time.monotonic() - began < 0.05, "record() waited"
-        task = await running_recorder(recorder)
+        task = running_recorder(recorder)
         await until(lambda: len(kube.events) == 60, what="all 60 posted",
                                timeout=10)
         elapsed = time.monotonic() - began
@@ -93,7 +88,7 @@ def test_posting_keeps_to_its_rate_and_recording_never_waits() -> None:
         assert elapsed >= 0.8, f"60 Events in {elapsed:.2f}s: the rate was not kept"
         task.cancel()
 
-    drive(test)
+    run(test)
 
 
 def test_past_the_bound_the_oldest_waiting_are_dropped_and_counted() -> None:
@@ -103,20 +98,20 @@ def test_past_the_bound_the_oldest_waiting_are_dropped_and_counted() -> None:
         for ref in refs:
             recorder.record(ref, [succeeded(ref)])
         assert recorder.pending == 3
-        task = await running_recorder(recorder)
+        task = running_recorder(recorder)
         await until(lambda: len(kube.events) == 3, what="the newest three posted")
         assert [e.involved["name"] for e in kube.events] == ["r2", "r3", "r4"]
         assert counted(metrics, "dropped") == 2
         task.cancel()
 
-    drive(test)
+    run(test)
 
 
 def test_a_failed_post_is_counted_and_the_next_still_goes_out() -> None:
     async def test(kube: FakeKube, metrics: Metrics) -> None:
         kube.fail_next("post_event", KubeError("post Event: unavailable", 503))
         recorder = EventRecorder(kube, metrics, per_second=1000, hold=0.0)
-        task = await running_recorder(recorder)
+        task = running_recorder(recorder)
         recorder.record(RUN, [succeeded()])
         recorder.record(OTHER, [succeeded(OTHER)])
         await until(lambda: len(kube.events) == 1, what="the second posted")
@@ -124,4 +119,4 @@ def test_a_failed_post_is_counted_and_the_next_still_goes_out() -> None:
         assert counted(metrics, "error") == 1 and not task.done()
         task.cancel()
 
-    drive(test)
+    run(test)
