@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import names
-from conveyor.models import TaskType, WorkflowSpec
+from conveyor.models import MAX_GRACE_SECONDS, PodTemplate, TaskType, WorkflowSpec
 
 AMQP_SECRET_KEY = "url"
 AMQP_CA_KEY = "ca.crt"  # the key cert-manager and kubernetes.io/tls Secrets use for a CA
@@ -48,7 +48,6 @@ DEFAULT_GRACE_SECONDS = 60
 GRACE_MARGIN_SECONDS = 10
 GRACE_DRAIN_MARGIN = 5  # seconds between the worker's own drain deadline and SIGKILL
 WORKER_METRICS_PORT = 9464  # conveyor-worker's default CONVEYOR_METRICS_PORT
-MAX_GRACE_SECONDS = 3600
 _NAME_BUDGET = 52  # ReplicaSet and pod suffixes must still fit a 63-character label
 
 
@@ -135,6 +134,12 @@ def _labels(workflow: str, task_type: str | None = None) -> dict[str, str]:
 
 
 def grace_seconds(spec: WorkflowSpec, task_type: str) -> int:
+    """terminationGracePeriodSeconds of the type's pods: the podTemplate's, or else the
+    longest timeout of its tasks plus a margin (DEFAULT_GRACE_SECONDS without one)."""
+    declared = next((t for t in spec.task_types if t.name == task_type), None)
+    template = declared.pod_template if declared is not None else None
+    if template is not None and template.termination_grace_period_seconds is not None:
+        return template.termination_grace_period_seconds
     timeouts = [t.timeout_seconds for t in [*spec.tasks, *spec.finally_]
                 if t.type == task_type and t.timeout_seconds]
     if not timeouts:
@@ -207,12 +212,7 @@ def worker_deployment(
         "env": _worker_env(workflow, task_type, queue, grace_seconds(spec, task_type.name),
                            amqp_ca=amqp_ca, store=store),
         "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(task_type.pod_template),
     }
     if task_type.command is not None:
         container["command"] = list(task_type.command)
@@ -238,6 +238,9 @@ def worker_deployment(
         pod["volumes"] = [{"name": volume, "secret": {
             "secretName": amqp_secret_name(workflow),
             "items": [{"key": key, "path": key}]}} for volume, _, key in mounts]
+    metadata: dict[str, Any] = {"labels": _labels(workflow, task_type.name)}
+    if task_type.pod_template is not None:
+        _overlay(task_type.pod_template, metadata, pod, container)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -250,9 +253,80 @@ def worker_deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector_labels(workflow, task_type.name)},
-            "template": {
-                "metadata": {"labels": _labels(workflow, task_type.name)},
-                "spec": pod,
-            },
+            "template": {"metadata": metadata, "spec": pod},
         },
     }
+
+
+# The worker container's security defaults (the restricted Pod Security Standard's).
+SECURITY_DEFAULTS: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_POD_LEVEL = ("runAsNonRoot", "seccompProfile")  # defaults the pod's securityContext may set
+
+
+def container_security(template: PodTemplate | None) -> dict[str, Any]:
+    """The worker container's securityContext: the operator's defaults, each field the
+    podTemplate sets (in containerSecurityContext; runAsNonRoot and seccompProfile also in the
+    pod's securityContext, which the container's would otherwise override) replacing it;
+    capabilities' add and drop each replace the default's on their own."""
+    security = {key: dict(value) if isinstance(value, dict) else value
+                for key, value in SECURITY_DEFAULTS.items()}
+    if template is None:
+        return security
+    pod = _dump(template.security_context)
+    for key in _POD_LEVEL:
+        if key in pod:
+            del security[key]
+    given = _dump(template.container_security_context)
+    capabilities = given.pop("capabilities", None)
+    security.update(given)
+    if capabilities is not None:
+        security["capabilities"] = {**security["capabilities"], **capabilities}
+    return security
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    if model is None:
+        return {}
+    dumped: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True)
+    return dumped
+
+
+def _overlay(template: PodTemplate, metadata: dict[str, Any], pod: dict[str, Any],
+             container: dict[str, Any]) -> None:
+    """The podTemplate on the pod the operator built: its lists after the operator's entries
+    (volumes, mounts), its fields where the operator has none. Admission keeps the operator's
+    names (labels, volumes, mount paths) out of it; the operator's labels go last anyway."""
+    if template.labels:
+        metadata["labels"] = {**template.labels, **metadata["labels"]}
+    if template.annotations:
+        metadata["annotations"] = dict(template.annotations)
+    if template.image_pull_policy is not None:
+        container["imagePullPolicy"] = template.image_pull_policy
+    if template.env_from:
+        container["envFrom"] = [_dump(source) for source in template.env_from]
+    if template.volume_mounts:
+        container["volumeMounts"] = [*container.get("volumeMounts", []),
+                                     *(_dump(m) for m in template.volume_mounts)]
+    if template.volumes:
+        pod["volumes"] = [*pod.get("volumes", []), *(_dump(v) for v in template.volumes)]
+    if template.service_account_name is not None:
+        pod["serviceAccountName"] = template.service_account_name
+    if template.automount_service_account_token is not None:
+        pod["automountServiceAccountToken"] = template.automount_service_account_token
+    if template.image_pull_secrets:
+        pod["imagePullSecrets"] = [_dump(secret) for secret in template.image_pull_secrets]
+    if template.node_selector:
+        pod["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod["tolerations"] = [_dump(toleration) for toleration in template.tolerations]
+    if template.affinity is not None:
+        pod["affinity"] = _dump(template.affinity)
+    if template.priority_class_name is not None:
+        pod["priorityClassName"] = template.priority_class_name
+    if template.security_context is not None:
+        pod["securityContext"] = _dump(template.security_context)

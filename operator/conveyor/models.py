@@ -17,6 +17,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 from pydantic.config import JsonValue as SchemaValue
 
+from conveyor import names
+
 # A DNS-1123 label, as Kubernetes names of Deployments and label values require.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAME_MAX = 63
@@ -176,6 +178,678 @@ class ResourceRequirements(Model):
     """Dynamic resource claims the container uses."""
 
 
+# --- core/v1 pieces of the worker pod (a task type's podTemplate), modelled structurally ------
+# Kubernetes' own shapes and names, cut to what a worker pool needs; what is left out is listed
+# in PodTemplate's docstring. Lists are bounded so the admission rules stay within budget.
+
+MAX_POD_LIST = 32  # volumes, volumeMounts, tolerations, sources of a projected volume
+MAX_POD_SMALL = 16  # imagePullSecrets, envFrom, items, terms, expressions, capabilities
+MAX_POD_MAP = 64  # labels, annotations, nodeSelector, volumeAttributes
+MAX_GRACE_SECONDS = 3600  # longest terminationGracePeriodSeconds the operator sets
+FILE_MODE_MAX = 0o777
+# What the operator keeps for itself in a worker pod (children.py builds with these).
+RESERVED_VOLUME_PREFIX = "conveyor-"  # its CA volumes: conveyor-amqp-ca, conveyor-s3-ca
+RESERVED_MOUNT_DIR = "/etc/conveyor"  # where they are mounted
+RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of",
+                   names.LABEL_MANAGED_BY)  # besides every conveyor.dev/ key
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"  # set on busy pods by the operator
+SourceName = Annotated[str, Field(min_length=1, max_length=253)]
+FileMode = Annotated[int, Field(ge=0, le=FILE_MODE_MAX)]
+RelativePath = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+def _one_of(*fields: str) -> str:
+    """CEL: exactly one of `fields` is set."""
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
+
+
+def _keyed_by(key: str) -> JsonDict:
+    """A list the API server keeps unique by `key` (and merges by it, as server-side apply)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
+def _starts(value: str, prefixes: tuple[str, ...]) -> str:
+    return " || ".join(f"{value}.startsWith('{p}')" for p in prefixes)
+
+
+class LocalObjectReference(Model):
+    """Names an object in the Workflow's namespace."""
+
+    name: SourceName
+    """Name of the object."""
+
+
+class KeyToPath(Model):
+    """A key of a Secret or ConfigMap written as a file of the volume."""
+
+    key: SourceName
+    """The key."""
+    path: RelativePath
+    """Relative path of the file in the volume; no `..` element, not absolute."""
+    mode: FileMode | None = None
+    """Permission bits of the file (octal 0-0777; YAML reads `0400` as octal); default the
+    volume's defaultMode."""
+
+
+class SecretVolumeSource(Model):
+    """A Secret's keys as files (core/v1 SecretVolumeSource)."""
+
+    secret_name: SourceName
+    """Name of the Secret, in the Workflow's namespace."""
+    items: list[KeyToPath] | None = Field(default=None, max_length=MAX_POD_SMALL)
+    """Keys to project, each to a path; default every key to a file named as the key."""
+    default_mode: FileMode | None = None
+    """Permission bits of the files; default 0644."""
+    optional: bool | None = None
+    """Whether the Secret (or its keys) may be missing."""
+
+
+class ConfigMapVolumeSource(Model):
+    """A ConfigMap's keys as files (core/v1 ConfigMapVolumeSource)."""
+
+    name: SourceName
+    """Name of the ConfigMap, in the Workflow's namespace."""
+    items: list[KeyToPath] | None = Field(default=None, max_length=MAX_POD_SMALL)
+    """Keys to project, each to a path; default every key to a file named as the key."""
+    default_mode: FileMode | None = None
+    """Permission bits of the files; default 0644."""
+    optional: bool | None = None
+    """Whether the ConfigMap (or its keys) may be missing."""
+
+
+class EmptyDirVolumeSource(Model):
+    """A scratch directory that lives as long as the pod (core/v1 EmptyDirVolumeSource)."""
+
+    medium: Literal["", "Memory"] | None = None
+    """`Memory` for a tmpfs; default the node's disk."""
+    size_limit: Quantity | None = None
+    """Most the directory may hold, e.g. `1Gi`."""
+
+
+class PersistentVolumeClaimVolumeSource(Model):
+    """A PersistentVolumeClaim of the Workflow's namespace (core/v1)."""
+
+    claim_name: SourceName
+    """Name of the claim."""
+    read_only: bool | None = None
+    """Mount it read-only."""
+
+
+class CSIVolumeSource(Model):
+    """An inline volume of a CSI driver, e.g. the Secrets Store CSI driver (core/v1)."""
+
+    driver: SourceName
+    """Name of the driver, e.g. `secrets-store.csi.k8s.io`."""
+    read_only: bool | None = None
+    """Mount it read-only."""
+    fs_type: str | None = Field(default=None, max_length=63)
+    """Filesystem type, e.g. `ext4`, where the driver takes one."""
+    volume_attributes: dict[str, str] | None = Field(default=None, max_length=MAX_POD_MAP)
+    """Driver-specific attributes."""
+    node_publish_secret_ref: LocalObjectReference | None = None
+    """A Secret the driver passes to its NodePublishVolume call."""
+
+
+class DownwardAPIVolumeFile(Model):
+    """One field of the pod, or a resource of the worker container, as a file."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule(_one_of("fieldRef", "resourceFieldRef"),
+             "podTemplate.volumes: each downwardAPI item takes exactly one of fieldRef and "
+             "resourceFieldRef"),
+    ]})
+
+    path: RelativePath
+    """Relative path of the file in the volume."""
+    field_ref: FieldSelector | None = None
+    """A field of the pod, e.g. `metadata.labels`."""
+    resource_field_ref: ResourceFieldSelector | None = None
+    """A resource limit or request of the container."""
+    mode: FileMode | None = None
+    """Permission bits of the file."""
+
+
+class DownwardAPIVolumeSource(Model):
+    """Fields of the pod as files (core/v1 DownwardAPIVolumeSource)."""
+
+    items: list[DownwardAPIVolumeFile] = Field(default_factory=list, max_length=MAX_POD_SMALL)
+    """The files."""
+    default_mode: FileMode | None = None
+    """Permission bits of the files; default 0644."""
+
+
+class SecretProjection(Model):
+    """A Secret's keys in a projected volume."""
+
+    name: SourceName
+    """Name of the Secret."""
+    items: list[KeyToPath] | None = Field(default=None, max_length=MAX_POD_SMALL)
+    """Keys to project; default every key."""
+    optional: bool | None = None
+    """Whether the Secret may be missing."""
+
+
+class ConfigMapProjection(Model):
+    """A ConfigMap's keys in a projected volume."""
+
+    name: SourceName
+    """Name of the ConfigMap."""
+    items: list[KeyToPath] | None = Field(default=None, max_length=MAX_POD_SMALL)
+    """Keys to project; default every key."""
+    optional: bool | None = None
+    """Whether the ConfigMap may be missing."""
+
+
+class DownwardAPIProjection(Model):
+    """Fields of the pod in a projected volume."""
+
+    items: list[DownwardAPIVolumeFile] = Field(default_factory=list, max_length=MAX_POD_SMALL)
+    """The files."""
+
+
+class ServiceAccountTokenProjection(Model):
+    """A token of the pod's ServiceAccount for an audience (workload identity, Vault)."""
+
+    path: RelativePath
+    """Relative path of the token file."""
+    audience: str | None = Field(default=None, max_length=253)
+    """Who the token is for; default the API server."""
+    expiration_seconds: int | None = Field(default=None, ge=600, le=MAX_SECONDS)
+    """Requested lifetime; the kubelet renews it; default one hour."""
+
+
+class VolumeProjection(Model):
+    """One source of a projected volume."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule(_one_of("secret", "configMap", "downwardAPI", "serviceAccountToken"),
+             "podTemplate.volumes: each projected source takes exactly one of secret, "
+             "configMap, downwardAPI and serviceAccountToken"),
+    ]})
+
+    secret: SecretProjection | None = None
+    """Keys of a Secret."""
+    config_map: ConfigMapProjection | None = None
+    """Keys of a ConfigMap."""
+    downward_api: DownwardAPIProjection | None = Field(default=None, alias="downwardAPI")
+    """Fields of the pod."""
+    service_account_token: ServiceAccountTokenProjection | None = None
+    """A ServiceAccount token for an audience."""
+
+
+class ProjectedVolumeSource(Model):
+    """Several sources in one directory (core/v1 ProjectedVolumeSource)."""
+
+    sources: list[VolumeProjection] = Field(min_length=1, max_length=MAX_POD_LIST)
+    """The sources."""
+    default_mode: FileMode | None = None
+    """Permission bits of the files; default 0644."""
+
+
+VOLUME_SOURCES = ("secret", "configMap", "emptyDir", "persistentVolumeClaim", "projected",
+                  "downwardAPI", "csi")
+
+
+class Volume(Model):
+    """A volume of the worker pod (core/v1 Volume), of one of the kinds a worker pool needs:
+    secret, configMap, emptyDir, persistentVolumeClaim, projected, downwardAPI, csi. Others
+    (hostPath among them: a node's filesystem is not a worker's to write) are refused."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule(_one_of(*VOLUME_SOURCES),
+             "podTemplate.volumes: each volume takes exactly one source, of "
+             + ", ".join(VOLUME_SOURCES)),
+        rule(f"!self.name.startsWith('{RESERVED_VOLUME_PREFIX}')",
+             f"podTemplate.volumes: names beginning {RESERVED_VOLUME_PREFIX} are the "
+             "operator's (it mounts its CAs under them)", ".name"),
+    ]})
+
+    name: Name
+    """Name of the volume, a DNS-1123 label unique in the pod; volumeMounts refer to it."""
+    secret: SecretVolumeSource | None = None
+    """A Secret's keys as files."""
+    config_map: ConfigMapVolumeSource | None = None
+    """A ConfigMap's keys as files."""
+    empty_dir: EmptyDirVolumeSource | None = None
+    """A scratch directory as long as the pod lives."""
+    persistent_volume_claim: PersistentVolumeClaimVolumeSource | None = None
+    """A PersistentVolumeClaim."""
+    projected: ProjectedVolumeSource | None = None
+    """Secrets, ConfigMaps, pod fields and ServiceAccount tokens in one directory."""
+    downward_api: DownwardAPIVolumeSource | None = Field(default=None, alias="downwardAPI")
+    """Fields of the pod as files."""
+    csi: CSIVolumeSource | None = None
+    """An inline volume of a CSI driver."""
+
+
+class VolumeMount(Model):
+    """A volume mounted into the worker container (core/v1 VolumeMount)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule(f"self.mountPath != '{RESERVED_MOUNT_DIR}'"
+             f" && !self.mountPath.startsWith('{RESERVED_MOUNT_DIR}/')",
+             f"podTemplate.volumeMounts: {RESERVED_MOUNT_DIR} is the operator's (its CAs are "
+             "mounted there)", ".mountPath"),
+    ]})
+
+    name: Name
+    """The volume, an entry of podTemplate.volumes."""
+    mount_path: str = Field(min_length=1, max_length=1024, pattern=r"^/")
+    """Absolute path in the container, unique among the mounts."""
+    sub_path: str | None = Field(default=None, max_length=1024)
+    """A relative path inside the volume to mount instead of its root (no `..`)."""
+    read_only: bool | None = None
+    """Mount read-only."""
+
+
+class ConfigMapEnvSource(Model):
+    """A ConfigMap whose keys become environment variables."""
+
+    name: SourceName
+    """Name of the ConfigMap."""
+    optional: bool | None = None
+    """Whether the ConfigMap may be missing."""
+
+
+class SecretEnvSource(Model):
+    """A Secret whose keys become environment variables."""
+
+    name: SourceName
+    """Name of the Secret."""
+    optional: bool | None = None
+    """Whether the Secret may be missing."""
+
+
+class EnvFromSource(Model):
+    """Every key of a ConfigMap or Secret as a variable of the worker container (core/v1).
+    A variable of `env`, and every one the operator sets (CONVEYOR_QUEUE, ...), wins over one
+    of the same name from here."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule(_one_of("configMapRef", "secretRef"),
+             "podTemplate.envFrom: each entry takes exactly one of configMapRef and secretRef"),
+    ]})
+
+    prefix: str | None = Field(default=None, max_length=253)
+    """Prepended to every key."""
+    config_map_ref: ConfigMapEnvSource | None = None
+    """The ConfigMap."""
+    secret_ref: SecretEnvSource | None = None
+    """The Secret."""
+
+
+class Toleration(Model):
+    """Lets the workers run on nodes with a matching taint (core/v1 Toleration)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value)"
+             " || self.value == ''",
+             "podTemplate.tolerations: value must be empty when operator is Exists", ".value"),
+        rule("(has(self.key) && self.key != '')"
+             " || (has(self.operator) && self.operator == 'Exists')",
+             "podTemplate.tolerations: an empty key needs operator Exists (it matches every "
+             "taint)", ".operator"),
+        rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "podTemplate.tolerations: tolerationSeconds applies to effect NoExecute only",
+             ".tolerationSeconds"),
+    ]})
+
+    key: str | None = Field(default=None, max_length=317)
+    """The taint's key; empty with operator Exists matches every taint."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """Equal (default) compares the value; Exists matches any."""
+    value: str | None = Field(default=None, max_length=63)
+    """The taint's value, for operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to match; default every effect."""
+    toleration_seconds: int | None = Field(default=None, ge=0, le=MAX_SECONDS)
+    """How long a NoExecute taint is tolerated before eviction; default for ever."""
+
+
+def _requirement_rules(field: str) -> list[SchemaValue]:
+    return [
+        rule("self.operator in ['Exists', 'DoesNotExist'] ? !has(self.values)"
+             " || size(self.values) == 0 : true",
+             f"podTemplate.affinity: values must be empty for operators Exists and "
+             f"DoesNotExist ({field})", ".values"),
+        rule("self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+             " : true",
+             f"podTemplate.affinity: values must not be empty for operators In and NotIn "
+             f"({field})", ".values"),
+    ]
+
+
+class NodeSelectorRequirement(Model):
+    """A key, an operator and values that a node's label (or field) must satisfy."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        *_requirement_rules("matchExpressions"),
+        rule("self.operator in ['Gt', 'Lt'] ? has(self.values) && size(self.values) == 1"
+             " : true",
+             "podTemplate.affinity: values must hold one integer for operators Gt and Lt",
+             ".values"),
+    ]})
+
+    key: str = Field(min_length=1, max_length=317)
+    """The label key (or field name) compared."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    """How the key's value is compared with values."""
+    values: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None,
+                                                                      max_length=MAX_POD_MAP)
+    """The values."""
+
+
+class NodeSelectorTerm(Model):
+    """Requirements a node must all meet."""
+
+    match_expressions: list[NodeSelectorRequirement] | None = Field(default=None,
+                                                                    max_length=MAX_POD_SMALL)
+    """Requirements on the node's labels."""
+    match_fields: list[NodeSelectorRequirement] | None = Field(default=None,
+                                                               max_length=MAX_POD_SMALL)
+    """Requirements on the node's fields (`metadata.name`)."""
+
+
+class NodeSelector(Model):
+    """Terms of which a node must meet at least one."""
+
+    node_selector_terms: list[NodeSelectorTerm] = Field(min_length=1, max_length=MAX_POD_SMALL)
+    """The terms, ORed."""
+
+
+class PreferredSchedulingTerm(Model):
+    """A node term the scheduler prefers, with its weight."""
+
+    weight: int = Field(ge=1, le=100)
+    """Weight of the preference, 1-100."""
+    preference: NodeSelectorTerm
+    """The term."""
+
+
+class NodeAffinity(Model):
+    """Which nodes the workers may or should run on (core/v1 NodeAffinity)."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = None
+    """Nodes the workers must run on."""
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = (
+        Field(default=None, max_length=MAX_POD_SMALL))
+    """Nodes the scheduler prefers, by weight."""
+
+
+class LabelSelectorRequirement(Model):
+    """A key, an operator and values that a pod's label must satisfy."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations":
+                                                 _requirement_rules("labelSelector")})
+
+    key: str = Field(min_length=1, max_length=317)
+    """The label key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the label's value is compared with values."""
+    values: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None,
+                                                                      max_length=MAX_POD_MAP)
+    """The values."""
+
+
+class LabelSelector(Model):
+    """Selects pods (or namespaces) by label (meta/v1 LabelSelector)."""
+
+    match_labels: dict[str, str] | None = Field(default=None, max_length=MAX_POD_MAP)
+    """Labels that must all be present with these values."""
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None,
+                                                                     max_length=MAX_POD_SMALL)
+    """Requirements that must all hold."""
+
+
+class PodAffinityTerm(Model):
+    """Pods to run near (or away from), within a topology domain."""
+
+    label_selector: LabelSelector | None = None
+    """The pods; e.g. this pool's own, by `conveyor.dev/task-type`."""
+    namespaces: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, max_length=MAX_POD_SMALL)
+    """Namespaces of those pods; default the Workflow's."""
+    namespace_selector: LabelSelector | None = None
+    """Namespaces of those pods, by label."""
+    topology_key: str = Field(min_length=1, max_length=317)
+    """The node label that defines a domain, e.g. `kubernetes.io/hostname`."""
+    match_label_keys: list[Annotated[str, Field(max_length=317)]] | None = Field(
+        default=None, max_length=MAX_POD_SMALL)
+    """Label keys whose values, taken from the incoming pod, are added to labelSelector."""
+    mismatch_label_keys: list[Annotated[str, Field(max_length=317)]] | None = Field(
+        default=None, max_length=MAX_POD_SMALL)
+    """Label keys whose values, taken from the incoming pod, must differ."""
+
+
+class WeightedPodAffinityTerm(Model):
+    """A pod affinity term the scheduler prefers, with its weight."""
+
+    weight: int = Field(ge=1, le=100)
+    """Weight of the preference, 1-100."""
+    pod_affinity_term: PodAffinityTerm
+    """The term."""
+
+
+class PodAffinity(Model):
+    """Pods to schedule the workers near, or (as podAntiAffinity) away from."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(
+        default=None, max_length=MAX_POD_SMALL)
+    """Terms that must hold."""
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = (
+        Field(default=None, max_length=MAX_POD_SMALL))
+    """Terms the scheduler prefers, by weight."""
+
+
+class Affinity(Model):
+    """Scheduling constraints of the worker pods (core/v1 Affinity)."""
+
+    node_affinity: NodeAffinity | None = None
+    """Which nodes."""
+    pod_affinity: PodAffinity | None = None
+    """Near which pods."""
+    pod_anti_affinity: PodAffinity | None = None
+    """Away from which pods, e.g. one worker per node."""
+
+
+class SeccompProfile(Model):
+    """The seccomp filter of a container."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule("self.type == 'Localhost' ? has(self.localhostProfile)"
+             " : !has(self.localhostProfile)",
+             "seccompProfile: localhostProfile is given exactly for type Localhost",
+             ".localhostProfile"),
+    ]})
+
+    type: Literal["RuntimeDefault", "Localhost", "Unconfined"]
+    """RuntimeDefault (the operator's default), Localhost or Unconfined."""
+    localhost_profile: str | None = Field(default=None, max_length=4096)
+    """The profile's path on the node, for type Localhost."""
+
+
+class AppArmorProfile(Model):
+    """The AppArmor profile of a container."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule("self.type == 'Localhost' ? has(self.localhostProfile)"
+             " : !has(self.localhostProfile)",
+             "appArmorProfile: localhostProfile is given exactly for type Localhost",
+             ".localhostProfile"),
+    ]})
+
+    type: Literal["RuntimeDefault", "Localhost", "Unconfined"]
+    """RuntimeDefault, Localhost or Unconfined."""
+    localhost_profile: str | None = Field(default=None, max_length=4096)
+    """Name of a profile loaded on the node, for type Localhost."""
+
+
+class SELinuxOptions(Model):
+    """The SELinux context of a container."""
+
+    user: str | None = Field(default=None, max_length=253)
+    """SELinux user."""
+    role: str | None = Field(default=None, max_length=253)
+    """SELinux role."""
+    type: str | None = Field(default=None, max_length=253)
+    """SELinux type."""
+    level: str | None = Field(default=None, max_length=253)
+    """SELinux level, e.g. `s0:c123,c456`."""
+
+
+class Sysctl(Model):
+    """A namespaced kernel parameter of the pod."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """The parameter, e.g. `net.ipv4.tcp_keepalive_time`."""
+    value: str = Field(max_length=253)
+    """Its value."""
+
+
+class PodSecurityContext(Model):
+    """Security settings of the whole worker pod (core/v1 PodSecurityContext)."""
+
+    run_as_user: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """UID the containers run as; default the image's."""
+    run_as_group: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """GID the containers run as; default the image's."""
+    run_as_non_root: bool | None = None
+    """Refuse to start a container as root. The operator sets it true on the worker container
+    unless it is set here or in containerSecurityContext."""
+    fs_group: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """Group that owns the volumes' files, and a supplemental group of the containers."""
+    fs_group_change_policy: Literal["Always", "OnRootMismatch"] | None = None
+    """When the kubelet changes the volumes' ownership to fsGroup."""
+    supplemental_groups: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
+        default=None, max_length=MAX_POD_SMALL)
+    """More groups of the containers' first process."""
+    seccomp_profile: SeccompProfile | None = None
+    """Seccomp filter of the containers; the operator sets RuntimeDefault on the worker
+    container unless it is set here or in containerSecurityContext."""
+    app_armor_profile: AppArmorProfile | None = None
+    """AppArmor profile of the containers."""
+    se_linux_options: SELinuxOptions | None = None
+    """SELinux context of the containers."""
+    sysctls: list[Sysctl] | None = Field(default=None, max_length=MAX_POD_SMALL)
+    """Namespaced kernel parameters."""
+
+
+class Capabilities(Model):
+    """Linux capabilities added to and dropped from the container's."""
+
+    add: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None,
+                                                                   max_length=MAX_POD_SMALL)
+    """Capabilities added, e.g. `NET_BIND_SERVICE`."""
+    drop: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None,
+                                                                    max_length=MAX_POD_SMALL)
+    """Capabilities dropped; the operator's default is `[ALL]`."""
+
+
+class SecurityContext(Model):
+    """Security settings of the worker container, merged field by field over the operator's
+    defaults (allowPrivilegeEscalation false, capabilities.drop [ALL], runAsNonRoot true,
+    seccompProfile RuntimeDefault): a field set here wins, the others keep the default.
+    `privileged` is not offered: a worker pool does not need the node."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule("!has(self.capabilities) || !has(self.capabilities.add)"
+             " || !self.capabilities.add.exists(c, c == 'SYS_ADMIN' || c == 'CAP_SYS_ADMIN')"
+             " || (has(self.allowPrivilegeEscalation) && self.allowPrivilegeEscalation)",
+             "containerSecurityContext.capabilities: adding SYS_ADMIN needs "
+             "allowPrivilegeEscalation: true (the operator's default is false)",
+             ".capabilities"),
+    ]})
+
+    allow_privilege_escalation: bool | None = None
+    """Whether a process may gain more privileges than its parent; default false."""
+    capabilities: Capabilities | None = None
+    """Capabilities added and dropped; each of add and drop given here replaces the
+    operator's (drop [ALL], add none)."""
+    run_as_non_root: bool | None = None
+    """Refuse to start as root; default true. Set false for an image that runs as root."""
+    run_as_user: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """UID to run as, e.g. for an image whose user is a name (runAsNonRoot cannot check
+    one)."""
+    run_as_group: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """GID to run as."""
+    read_only_root_filesystem: bool | None = None
+    """Mount the container's root filesystem read-only (the worker writes nowhere; give an
+    emptyDir volume for tasks that need scratch space)."""
+    seccomp_profile: SeccompProfile | None = None
+    """Seccomp filter; default RuntimeDefault."""
+    app_armor_profile: AppArmorProfile | None = None
+    """AppArmor profile."""
+    se_linux_options: SELinuxOptions | None = None
+    """SELinux context."""
+
+
+# Label keys and annotation keys of the pod the operator keeps, as CEL over a map's keys.
+_OPERATOR_LABEL = _starts("k", (f"{names.GROUP}/",)) + "".join(
+    f" || k == '{key}'" for key in RESERVED_LABELS)
+_OPERATOR_ANNOTATION = _starts("k", (f"{names.GROUP}/",)) + f" || k == '{DELETION_COST}'"
+
+
+class PodTemplate(Model):
+    """What a worker pool's pods take beyond the image: an overlay on the pod the operator
+    builds, which keeps its own env, CA mounts, labels and security defaults. Not offered:
+    more containers (sidecars, init containers; the pool's readiness, drain and scale-down
+    are the worker's), hostNetwork, hostPID, hostPath volumes, privileged containers."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        rule("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes)"
+             " && self.volumes.exists(v, v.name == m.name))",
+             "podTemplate.volumeMounts: every name must name an entry of podTemplate.volumes",
+             ".volumeMounts"),
+        rule(f"!has(self.labels) || !self.labels.exists(k, {_OPERATOR_LABEL})",
+             "podTemplate.labels: conveyor.dev/ keys and " + ", ".join(RESERVED_LABELS)
+             + " are the operator's: it selects and counts the pool's pods by them",
+             ".labels"),
+        rule(f"!has(self.annotations) || !self.annotations.exists(k, {_OPERATOR_ANNOTATION})",
+             f"podTemplate.annotations: conveyor.dev/ keys and {DELETION_COST} are the "
+             "operator's (it marks busy pods with the latter)", ".annotations"),
+    ]})
+
+    service_account_name: SourceName | None = None
+    """ServiceAccount the workers run as, in the Workflow's namespace; default `default`."""
+    automount_service_account_token: bool | None = None
+    """Mount the ServiceAccount's API token into the pod; default false (the SDK needs no
+    API access). Set true for workers that call the API server."""
+    image_pull_secrets: list[LocalObjectReference] | None = Field(default=None,
+                                                                  max_length=MAX_POD_SMALL)
+    """Secrets (type kubernetes.io/dockerconfigjson) to pull the image with."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """When the kubelet pulls the image; default Always for `:latest`, else IfNotPresent."""
+    volumes: list[Volume] | None = Field(default=None, max_length=MAX_POD_LIST,
+                                         json_schema_extra=_keyed_by("name"))
+    """Volumes of the pod, beside the operator's CA volumes; names unique."""
+    volume_mounts: list[VolumeMount] | None = Field(default=None, max_length=MAX_POD_LIST,
+                                                    json_schema_extra=_keyed_by("mountPath"))
+    """Mounts of those volumes in the worker container; mountPaths unique."""
+    env_from: list[EnvFromSource] | None = Field(default=None, max_length=MAX_POD_SMALL)
+    """ConfigMaps and Secrets whose keys become variables of the worker container."""
+    node_selector: dict[str, str] | None = Field(default=None, max_length=MAX_POD_MAP)
+    """Node labels the workers' nodes must have."""
+    tolerations: list[Toleration] | None = Field(default=None, max_length=MAX_POD_LIST)
+    """Taints the workers tolerate."""
+    affinity: Affinity | None = None
+    """Node and pod affinity of the workers."""
+    priority_class_name: SourceName | None = None
+    """PriorityClass of the workers' pods."""
+    security_context: PodSecurityContext | None = None
+    """Security settings of the pod."""
+    container_security_context: SecurityContext | None = None
+    """Security settings of the worker container, merged over the operator's defaults."""
+    termination_grace_period_seconds: int | None = Field(default=None, ge=1,
+                                                         le=MAX_GRACE_SECONDS)
+    """Seconds a stopping worker gets before SIGKILL (it drains within this less 5 seconds:
+    tasks still running then are requeued); default the longest timeoutSeconds of the type's
+    tasks plus 10, or 60 when none has one."""
+    labels: dict[str, str] | None = Field(default=None, max_length=MAX_POD_MAP)
+    """Labels of the pods (not of the Deployment); the operator's keys cannot be set."""
+    annotations: dict[str, str] | None = Field(default=None, max_length=MAX_POD_MAP)
+    """Annotations of the pods, e.g. for a service mesh or a log shipper."""
+
+
 # --- Workflow ----------------------------------------------------------------------------
 
 
@@ -220,6 +894,9 @@ class TaskType(Model):
     """Autoscaling of the worker Deployment."""
     delivery_limit: int = Field(default=5, ge=0, le=1000)
     """Redeliveries after worker crashes before a task message is dead-lettered."""
+    pod_template: PodTemplate | None = None
+    """What the worker pods take beyond the image: ServiceAccount, volumes, scheduling,
+    security settings, labels and annotations; an overlay on the pod the operator builds."""
 
 
 class Retry(Model):

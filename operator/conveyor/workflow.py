@@ -12,16 +12,28 @@ MAX_FOR_EACH_ITEMS items: beyond that its item outputs could never fit the task'
 limit, and the run would only find out after dispatching them.
 """
 
+import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor import dag
+from conveyor import dag, names
 from conveyor.errors import ExpressionError, InvalidSpecError, Problem
-from conveyor.expr import MAX_EXPRESSIONS, OPEN, Template, compile_template
+from conveyor.expr import MAX_EXPRESSIONS, OPEN, Template, compile_template, key_path
 from conveyor.metering import Meter
-from conveyor.models import Retry, Task, Trigger, WorkflowSpec
+from conveyor.models import (
+    DELETION_COST,
+    RESERVED_LABELS,
+    RESERVED_MOUNT_DIR,
+    RESERVED_VOLUME_PREFIX,
+    LabelSelector,
+    PodTemplate,
+    Retry,
+    Task,
+    Trigger,
+    WorkflowSpec,
+)
 
 MAX_PROBLEMS = 50
 MAX_FOR_EACH_ITEMS = 100_000
@@ -89,6 +101,9 @@ class CompiledWorkflow:
 def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> CompiledWorkflow:
     """Compile a spec, or raise InvalidSpecError naming every problem and its place."""
     problems = dag.validate(spec)
+    problems += [p for i, t in enumerate(spec.task_types) if t.pod_template is not None
+                 for p in pod_template_problems(t.pod_template,
+                                                f"spec.taskTypes[{i}].podTemplate")]
     if problems:
         raise InvalidSpecError(problems)
     declared = [(f"spec.tasks[{i}]", t, False) for i, t in enumerate(spec.tasks)]
@@ -211,6 +226,146 @@ def _bounded(template: Template, path: str) -> Template:
         return value
 
     return Template(render, template.expressions)
+
+
+# Kubernetes' syntax of label keys (and annotation keys): an optional DNS subdomain prefix
+# and `/`, then a name of at most 63 characters; of label values: at most 63, the same set.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on a pod's annotations, in all
+
+
+def _key_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.fullmatch(prefix)):
+        return "the prefix of a key must be a DNS subdomain (lower case, at most 253)"
+    if not name or len(name) > 63 or not _QUALIFIED.fullmatch(name):
+        return ("the name of a key must be at most 63 letters, digits, '-', '_' or '.', "
+                "beginning and ending with a letter or digit")
+    return None
+
+
+def _value_problem(value: str) -> str | None:
+    if value and (len(value) > 63 or not _QUALIFIED.fullmatch(value)):
+        return ("a label value must be empty or at most 63 letters, digits, '-', '_' or '.', "
+                "beginning and ending with a letter or digit")
+    return None
+
+
+def _label_problems(labels: Mapping[str, str] | None, path: str,
+                    values: bool = True) -> Iterator[Problem]:
+    for key, value in (labels or {}).items():
+        place = key_path(path, key)
+        why = _key_problem(key) or (_value_problem(value) if values else None)
+        if why is not None:
+            yield Problem(place, why)
+
+
+def _relative_problem(path: str) -> str | None:
+    if path.startswith("/"):
+        return "must be a relative path"
+    if ".." in path.split("/"):
+        return "must not contain a '..' element"
+    return None
+
+
+def _selectors(template: PodTemplate) -> Iterator[tuple[str, LabelSelector]]:
+    affinity = template.affinity
+    if affinity is None:
+        return
+    for field, kind in (("podAffinity", affinity.pod_affinity),
+                        ("podAntiAffinity", affinity.pod_anti_affinity)):
+        if kind is None:
+            continue
+        place = f"affinity.{field}"
+        terms = [(f"{place}.requiredDuringSchedulingIgnoredDuringExecution[{i}]", term)
+                 for i, term in enumerate(
+                     kind.required_during_scheduling_ignored_during_execution or [])]
+        terms += [(f"{place}.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+                   ".podAffinityTerm", weighted.pod_affinity_term)
+                  for i, weighted in enumerate(
+                      kind.preferred_during_scheduling_ignored_during_execution or [])]
+        for where, term in terms:
+            if term.label_selector is not None:
+                yield f"{where}.labelSelector", term.label_selector
+            if term.namespace_selector is not None:
+                yield f"{where}.namespaceSelector", term.namespace_selector
+
+
+def _file_paths(template: PodTemplate) -> Iterator[tuple[str, str]]:
+    """(place, path) of every file a volume of the template writes."""
+    for i, volume in enumerate(template.volumes or []):
+        place = f"volumes[{i}]"
+        for kind, source in (("secret", volume.secret), ("configMap", volume.config_map)):
+            for j, item in enumerate(source.items or [] if source is not None else []):
+                yield f"{place}.{kind}.items[{j}].path", item.path
+        if volume.downward_api is not None:
+            for j, file in enumerate(volume.downward_api.items):
+                yield f"{place}.downwardAPI.items[{j}].path", file.path
+        for j, projection in enumerate(volume.projected.sources if volume.projected else []):
+            where = f"{place}.projected.sources[{j}]"
+            for kind, keys in (("secret", projection.secret),
+                               ("configMap", projection.config_map)):
+                for k, item in enumerate(keys.items or [] if keys is not None else []):
+                    yield f"{where}.{kind}.items[{k}].path", item.path
+            if projection.downward_api is not None:
+                for k, file in enumerate(projection.downward_api.items):
+                    yield f"{where}.downwardAPI.items[{k}].path", file.path
+            if projection.service_account_token is not None:
+                yield f"{where}.serviceAccountToken.path", projection.service_account_token.path
+
+
+def pod_template_problems(template: PodTemplate, path: str) -> list[Problem]:
+    """What the API server would refuse in the worker Deployment built from `template` (so
+    the operator could never apply it), or what would take the operator's own places in the
+    pod; each problem with its place. Admission's CEL rules reject the latter already; the
+    syntax of keys and paths is checked here only."""
+    found: list[Problem] = []
+    found += _label_problems(template.labels, f"{path}.labels")
+    found += _label_problems(template.annotations, f"{path}.annotations", values=False)
+    found += _label_problems(template.node_selector, f"{path}.nodeSelector")
+    for place, selector in _selectors(template):
+        found += _label_problems(selector.match_labels, f"{path}.{place}.matchLabels")
+    size = sum(len(k) + len(v) for k, v in (template.annotations or {}).items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        found.append(Problem(f"{path}.annotations", f"{size} bytes in all; the API server "
+                             f"takes at most {MAX_ANNOTATIONS_BYTES}"))
+    for key in template.labels or {}:
+        if key.startswith(f"{names.GROUP}/") or key in RESERVED_LABELS:
+            found.append(Problem(key_path(f"{path}.labels", key),
+                                 "the operator's label: it selects the pool's pods by it"))
+    for key in template.annotations or {}:
+        if key.startswith(f"{names.GROUP}/") or key == DELETION_COST:
+            found.append(Problem(key_path(f"{path}.annotations", key),
+                                 "the operator's annotation"))
+    declared = [v.name for v in template.volumes or []]
+    for i, name in enumerate(declared):
+        if name.startswith(RESERVED_VOLUME_PREFIX):
+            found.append(Problem(f"{path}.volumes[{i}].name", f"names beginning "
+                                 f"{RESERVED_VOLUME_PREFIX} are the operator's"))
+        if name in declared[:i]:
+            found.append(Problem(f"{path}.volumes[{i}].name", f"duplicate volume {name!r}"))
+    seen: set[str] = set()
+    for i, mount in enumerate(template.volume_mounts or []):
+        place = f"{path}.volumeMounts[{i}]"
+        if mount.name not in declared:
+            found.append(Problem(f"{place}.name", f"{mount.name!r} names no entry of "
+                                 f"{path}.volumes"))
+        target = mount.mount_path.rstrip("/") or "/"
+        if target == RESERVED_MOUNT_DIR or target.startswith(RESERVED_MOUNT_DIR + "/"):
+            found.append(Problem(f"{place}.mountPath", f"{RESERVED_MOUNT_DIR} is the "
+                                 "operator's (its CAs are mounted there)"))
+        if target in seen:
+            found.append(Problem(f"{place}.mountPath", f"duplicate mountPath {target!r}"))
+        seen.add(target)
+        why = _relative_problem(mount.sub_path) if mount.sub_path else None
+        if why is not None:
+            found.append(Problem(f"{place}.subPath", why))
+    for place, file in _file_paths(template):
+        why = _relative_problem(file)
+        if why is not None:
+            found.append(Problem(f"{path}.{place}", why))
+    return found
 
 
 def match_topic(pattern: str, routing_key: str) -> bool:

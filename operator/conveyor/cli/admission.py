@@ -157,8 +157,9 @@ def _schemas() -> dict[str, dict[str, Any]]:
 
 
 def cel_problems(schema: dict[str, Any], value: Any, path: Path_) -> list[tuple[Path_, str]]:
-    """Every `x-kubernetes-validations` rule and `set` list under `schema` that `value` breaks,
-    as the API server words them. Transition rules (oldSelf) need the stored object: skipped."""
+    """Every `x-kubernetes-validations` rule and `set` or `map` list under `schema` that
+    `value` breaks, as the API server words them. Transition rules (oldSelf) need the stored
+    object: skipped."""
     found: list[tuple[Path_, str]] = []
     for rule in schema.get("x-kubernetes-validations") or []:
         if "oldSelf" in rule["rule"]:
@@ -172,13 +173,18 @@ def cel_problems(schema: dict[str, Any], value: Any, path: Path_) -> list[tuple[
             where = (*path, *parse_path(rule.get("fieldPath", "")))
             found.append((where, f"{format_path(where)}: Invalid value: {message}"))
     if isinstance(value, list):
-        if schema.get("x-kubernetes-list-type") == "set":
+        list_type = schema.get("x-kubernetes-list-type")
+        if list_type in ("set", "map"):
+            keys = schema.get("x-kubernetes-list-map-keys") or []
             seen: list[Any] = []
             for i, item in enumerate(value):
-                if item in seen:
+                # A map list is unique by its keys, and the API server shows only them.
+                shown = ({k: item.get(k) for k in keys} if list_type == "map"
+                         and isinstance(item, dict) else item)
+                if shown in seen:
                     found.append(((*path, i), f"{format_path((*path, i))}: Duplicate value: "
-                                              f"{json.dumps(item)}"))
-                seen.append(item)
+                                              f"{json.dumps(shown, separators=(',', ':'))}"))
+                seen.append(shown)
         for i, item in enumerate(value):
             found += cel_problems(schema.get("items") or {}, item, (*path, i))
     elif isinstance(value, dict):
