@@ -16,6 +16,7 @@ builder returns every field the operator owns and nothing else; replicas are the
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,8 +274,7 @@ def container_security(template: PodTemplate | None) -> dict[str, Any]:
     podTemplate sets (in containerSecurityContext; runAsNonRoot and seccompProfile also in the
     pod's securityContext, which the container's would otherwise override) replacing it;
     capabilities' add and drop each replace the default's on their own."""
-    security = {key: dict(value) if isinstance(value, dict) else value
-                for key, value in SECURITY_DEFAULTS.items()}
+    security = copy.deepcopy(SECURITY_DEFAULTS)
     if template is None:
         return security
     pod = _dump(template.security_context)

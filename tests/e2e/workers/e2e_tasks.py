@@ -92,3 +92,13 @@ def probe(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         ref = store.put(f"probe/{ctx.run}/{ctx.attempt}.json", b'{"probe": true}')
     _record(ctx, "succeeded")
     return {"bucket": ref.bucket, "key": ref.key, "accessKey": settings.access_key}
+
+
+@task("files")
+def files(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """What the pod was given: the text of the file at `path` (a mounted volume's) and the
+    variable named `env` (from envFrom)."""
+    with open(inputs["path"]) as given:
+        content = given.read()
+    _record(ctx, "succeeded")
+    return {"content": content, "env": os.environ.get(str(inputs.get("env", "")))}
