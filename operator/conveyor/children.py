@@ -22,12 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import names
-from conveyor.models import MAX_GRACE_SECONDS, PodTemplate, TaskType, WorkflowSpec
+from conveyor.models import (
+    MAX_GRACE_SECONDS,
+    RESERVED_MOUNT_DIR,
+    RESERVED_VOLUME_PREFIX,
+    PodTemplate,
+    TaskType,
+    WorkflowSpec,
+)
 
 AMQP_SECRET_KEY = "url"
 AMQP_CA_KEY = "ca.crt"  # the key cert-manager and kubernetes.io/tls Secrets use for a CA
-AMQP_CA_VOLUME = "conveyor-amqp-ca"
-AMQP_CA_DIR = "/etc/conveyor/amqp"
+AMQP_CA_VOLUME = f"{RESERVED_VOLUME_PREFIX}amqp-ca"  # names a podTemplate may not take
+AMQP_CA_DIR = f"{RESERVED_MOUNT_DIR}/amqp"
 AMQP_CA_FILE = f"{AMQP_CA_DIR}/{AMQP_CA_KEY}"
 # The object store's variables (conveyor.store.settings reads them; the pure core may not
 # import the adapter, so a unit test holds the two spellings together).
@@ -40,8 +47,8 @@ STORE_MAX_OBJECT_ENV = "CONVEYOR_S3_MAX_OBJECT_BYTES"
 STORE_ACCESS_KEY = "CONVEYOR_S3_ACCESS_KEY"  # keys in the Secret, named as their variables
 STORE_SECRET_KEY = "CONVEYOR_S3_SECRET_KEY"
 STORE_CA_KEY = "s3-ca.crt"
-STORE_CA_VOLUME = "conveyor-s3-ca"
-STORE_CA_DIR = "/etc/conveyor/s3"
+STORE_CA_VOLUME = f"{RESERVED_VOLUME_PREFIX}s3-ca"
+STORE_CA_DIR = f"{RESERVED_MOUNT_DIR}/s3"
 STORE_CA_FILE = f"{STORE_CA_DIR}/{STORE_CA_KEY}"
 # Time a worker gets to finish or requeue what it holds after SIGTERM, when no task of its
 # type declares a timeout; otherwise the longest timeout plus a margin, capped at an hour.

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from conveyor import names
+from conveyor import children, models, names
 from conveyor.children import Owner, grace_seconds, worker_deployment
 from conveyor.cli.admission import object_problems
 from conveyor.errors import InvalidSpecError
 from conveyor.models import PodTemplate, WorkflowSpec
+from conveyor.operator import pools
 from conveyor.workflow import compile_workflow
 from support.pod_templates import FULL, REJECTED, workflow_spec
 
@@ -217,3 +218,16 @@ def test_a_change_of_the_pod_template_changes_the_pods_template() -> None:
         changed = copy.deepcopy(FULL)
         del changed[field]
         assert _deployment(changed)["spec"]["template"] != base, field
+
+
+def test_what_admission_reserves_is_what_the_operator_uses() -> None:
+    # The operator's pod labels, CA volumes and mount folders, and the busy pods' annotation
+    # (pools.py keeps its own spelling: the pure core may not import the operator).
+    deployment = _deployment({}, amqp_ca=True)
+    for key in deployment["spec"]["template"]["metadata"]["labels"]:
+        assert key.startswith(f"{names.GROUP}/") or key in models.RESERVED_LABELS, key
+    for volume in (children.AMQP_CA_VOLUME, children.STORE_CA_VOLUME):
+        assert volume.startswith(models.RESERVED_VOLUME_PREFIX)
+    for folder in (children.AMQP_CA_DIR, children.STORE_CA_DIR):
+        assert folder.startswith(models.RESERVED_MOUNT_DIR + "/")
+    assert pools.DELETION_COST == models.DELETION_COST
