@@ -101,6 +101,7 @@ class Container:
     waiting: tuple[str, str] | None = None
     next_start: float = 0.0
     backoff: float = BACKOFF_FIRST
+    waited: float = BACKOFF_FIRST  # the pause before the coming restart
     ready: bool = False
     next_probe: float = 0.0
 
@@ -187,6 +188,7 @@ class PodRunner(threading.Thread):
             log.info("Container exited pod=%s/%s container=%s exitCode=%s",
                      self.ns, self.pod_name, c.name, c.terminated and c.terminated["exitCode"])
             c.next_start = time.monotonic() + c.backoff
+            c.waited = c.backoff
             c.backoff = min(c.backoff * 2, BACKOFF_MAX)
         if c.terminated is not None:
             code = c.terminated["exitCode"]
@@ -194,8 +196,10 @@ class PodRunner(threading.Thread):
             if not restart:
                 return
             if time.monotonic() < c.next_start:
-                c.waiting = ("CrashLoopBackOff", f"back-off {c.backoff:.0f}s restarting "
-                             f"failed container={c.name} pod={self.pod_name}")
+                # The kubelet's words: the pause being waited, and the pod as name_ns(uid).
+                c.waiting = ("CrashLoopBackOff", f"back-off {c.waited:.0f}s restarting "
+                             f"failed container={c.name} "
+                             f"pod={self.pod_name}_{self.ns}({self.uid})")
                 return
         self._start(c)
 
@@ -253,6 +257,7 @@ class PodRunner(threading.Thread):
             c.terminated = {"exitCode": 128, "reason": "StartError", "message": str(error),
                             "startedAt": now(), "finishedAt": now()}
             c.next_start = time.monotonic() + c.backoff
+            c.waited = c.backoff
             c.backoff = min(c.backoff * 2, BACKOFF_MAX)
             return
         # Where `python -m testbed kill pod/NS/NAME` finds the process without the API server.
@@ -341,10 +346,13 @@ class PodRunner(threading.Thread):
     # -- status -----------------------------------------------------------------------------
     def _container_status(self, c: Container) -> dict[str, Any]:
         state: dict[str, Any]
+        last_state = c.last_state
         if c.running:
             state = {"running": {"startedAt": c.started_at}}
         elif c.waiting is not None:
             state = {"waiting": {"reason": c.waiting[0], "message": c.waiting[1]}}
+            if c.terminated is not None:  # waiting to restart: the exit is the last state
+                last_state = {"terminated": c.terminated}
         elif c.terminated is not None:
             state = {"terminated": c.terminated}
         else:
@@ -358,7 +366,7 @@ class PodRunner(threading.Thread):
             "started": c.running,
             "restartCount": c.restart_count,
             "state": state,
-            "lastState": c.last_state,
+            "lastState": last_state,
         }
 
     def _phase(self) -> str:

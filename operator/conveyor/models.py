@@ -1054,6 +1054,14 @@ class TaskTypeStatus(Model):
     """Tasks taken by workers and not yet finished."""
     dead_letters: int | None = None
     """Messages in the dead-letter queue."""
+    reason: str | None = None
+    """Why the pool's pods cannot run, as the kubelet or the scheduler says: `ErrImagePull`,
+    `ImagePullBackOff`, `InvalidImageName`, `CrashLoopBackOff`,
+    `CreateContainerConfigError` (a missing Secret or ConfigMap, say), `Unschedulable`...;
+    unset while nothing keeps them from running."""
+    message: str | None = None
+    """What `reason` is about: how many of the pool's pods, the first one's name, its
+    container and image, and the kubelet's or scheduler's message."""
 
 
 class WorkflowStatus(Model):
@@ -1062,7 +1070,9 @@ class WorkflowStatus(Model):
     observed_generation: int | None = None
     """The generation last reconciled."""
     conditions: list[Condition] = Field(default_factory=list)
-    """`Ready`: the spec is valid and every worker pool is provisioned."""
+    """`Ready`: the spec is valid and every worker pool is provisioned. `PoolsHealthy`:
+    False while some pool's pods cannot run, with the first such pool's reason (see
+    `taskTypes[].reason`)."""
     task_types: list[TaskTypeStatus] = Field(default_factory=list)
     """One entry per worker pool."""
     task_type_names: str | None = None

@@ -1,6 +1,6 @@
 """The node agent behaves like a kubelet where the tests depend on it: env resolution, Secret
 and ConfigMap volumes, missing commands, restart policies, exit codes and restart counts,
-deletion with a grace period."""
+CrashLoopBackOff, deletion with a grace period."""
 
 from __future__ import annotations
 
@@ -176,6 +176,27 @@ def test_restart_policies_exit_codes_and_restart_counts(api_client, namespace):
     state = eventually(restarted_twice, 60, what="two restarts under OnFailure")
     assert state.last_state.terminated.exit_code == 3
     assert _pod(core, namespace, "onfailure").status.phase == "Running"
+
+
+def test_a_crashing_container_waits_in_crash_loop_back_off_as_a_kubelet_says_it(
+        api_client, namespace):
+    """The kubelet's shape: state.waiting CrashLoopBackOff with "back-off Ns restarting failed
+    container=C pod=NAME_NS(UID)", lastState.terminated the exit just seen."""
+    core = client.CoreV1Api(api_client)
+    created = core.create_namespaced_pod(namespace, pod_manifest(
+        "crashing", [python_container("main", "raise SystemExit(4)")]))
+
+    def backing_off():  # type: ignore[no-untyped-def]
+        state = container_state(_pod(core, namespace, "crashing"))
+        waiting = state.state.waiting if state else None
+        return state if waiting and waiting.reason == "CrashLoopBackOff" else None
+
+    state = eventually(backing_off, 60, interval=0.05, what="CrashLoopBackOff")
+    message = state.state.waiting.message
+    assert message.startswith("back-off ") and message.endswith(
+        f"s restarting failed container=main pod=crashing_{namespace}({created.metadata.uid})")
+    assert state.last_state.terminated.exit_code == 4
+    assert state.last_state.terminated.reason == "Error"
 
 
 GRACE_SCRIPT = textwrap.dedent("""

@@ -158,7 +158,7 @@ class FakeKube:
         self.deleted_deployments: list[tuple[str, str]] = []
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.config_maps: dict[tuple[str, str], dict[str, Any]] = {}
-        self.pods: dict[tuple[str, str], dict[str, Any]] = {}  # labels, annotations
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}  # labels, annotations, status
         self.objects: dict[str, list[dict[str, Any]]] = defaultdict(list)  # list_custom
         self._gone: set[tuple[str, str]] = set()
 
@@ -287,6 +287,14 @@ class FakeKube:
     async def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
         await self._enter("list_pods", "", (namespace, dict(labels)))
         return [name for (ns, name), pod in self.pods.items() if ns == namespace
+                and all(pod.get("labels", {}).get(k) == v for k, v in labels.items())]
+
+    async def list_pod_states(self, namespace: str,
+                              labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        await self._enter("list_pod_states", "", (namespace, dict(labels)))
+        return [{"metadata": {"name": name, "namespace": ns, "labels": pod.get("labels", {})},
+                 "status": pod.get("status", {})}
+                for (ns, name), pod in self.pods.items() if ns == namespace
                 and all(pod.get("labels", {}).get(k) == v for k, v in labels.items())]
 
     async def annotate_pod(self, namespace: str, name: str,

@@ -51,8 +51,9 @@ def test_defaults_run_a_hardened_operator_watching_every_namespace() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["serviceAccountName"] == "conveyor"
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez"),
+                        ("startupProbe", "/livez")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["resources"]["requests"] and container["resources"]["limits"]
     env = _env(container)

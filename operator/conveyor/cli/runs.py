@@ -1,5 +1,6 @@
-"""`get RUN`, `list [runs|workflows]` and `cancel RUN`: reading runs and patching spec.cancel.
-`get` also lists the run's objects in the object store when the user configured one."""
+"""`get RUN`, `get workflow/NAME`, `list [runs|workflows]` and `cancel RUN`: reading runs and
+Workflows, and patching spec.cancel. `get` also lists the run's objects in the object store when
+the user configured one, and the worker pools that cannot run their pods (their reason)."""
 
 from __future__ import annotations
 
@@ -28,18 +29,63 @@ def fetch(cluster: Cluster, plural: str, name: str) -> dict[str, Any]:
     return found
 
 
+WORKFLOW_PREFIXES = ("workflow/", "workflows/", "cwf/")
+
+
+def pools_table(workflow: dict[str, Any] | None, *, troubled_only: bool) -> str | None:
+    """The Workflow's worker pools from its status, each with the reason its pods cannot
+    run; None when there is nothing to show (with `troubled_only`: no pool in trouble)."""
+    pools = ((workflow or {}).get("status") or {}).get("taskTypes") or []
+    if not pools or (troubled_only and not any(p.get("reason") for p in pools)):
+        return None
+    return table(["POOL", "REPLICAS", "READY", "BACKLOG", "IN FLIGHT", "REASON", "MESSAGE"],
+                 [[p.get("name"), p.get("replicas", 0), p.get("readyReplicas", 0),
+                   p.get("backlog", 0), p.get("inFlight", 0), p.get("reason", ""),
+                   p.get("message", "")] for p in pools])
+
+
+def workflow_view(workflow: dict[str, Any]) -> str:
+    """`conveyor get workflow/NAME`: its conditions, then its pools."""
+    status = workflow.get("status") or {}
+    lines = [f"{workflow['metadata']['name']}  generation "
+             f"{workflow['metadata'].get('generation', '?')}  active runs "
+             f"{status.get('activeRuns', 0)}"]
+    conditions = status.get("conditions") or []
+    if conditions:
+        lines.append(table(["CONDITION", "STATUS", "REASON", "MESSAGE"],
+                           [[c.get("type"), c.get("status"), c.get("reason", ""),
+                             c.get("message", "")] for c in conditions]))
+    pools = pools_table(workflow, troubled_only=False)
+    if pools is not None:
+        lines += ["", pools]
+    return "\n".join(lines)
+
+
+def _workflow_get(args: argparse.Namespace, cluster: Cluster, name: str) -> int:
+    workflow = fetch(cluster, names.WORKFLOW_PLURAL, name)
+    print(dump(workflow, args.output) if args.output != "table" else workflow_view(workflow))
+    return OK
+
+
 def run_get(args: argparse.Namespace, cluster: Cluster) -> int:
+    for prefix in WORKFLOW_PREFIXES:
+        if args.run.startswith(prefix):
+            return _workflow_get(args, cluster, args.run.removeprefix(prefix))
     run = fetch(cluster, names.RUN_PLURAL, args.run)
     if args.output != "table":
         print(dump(run, args.output))
         return OK
     workflow = (run.get("spec") or {}).get("workflowRef", {}).get("name", "")
+    found: dict[str, Any] | None = None
     try:
-        graph = Graph.of(cluster.kube.get_object(names.WORKFLOW_PLURAL, cluster.namespace,
-                                                 workflow))
+        found = cluster.kube.get_object(names.WORKFLOW_PLURAL, cluster.namespace, workflow)
+        graph = Graph.of(found)
     except KubeError:
         graph = Graph()  # the table still reads well without the dependencies
     print(paint(frame(run, graph, time.time()), colour=False))
+    pools = pools_table(found, troubled_only=True)
+    if pools is not None:  # why its tasks may wait: the pods of a pool cannot run
+        print(f"\n{pools}")
     objects, note = objectstore.UserStore().listing(run)
     if objects is not None:
         print(f"\n{objects}")
@@ -63,7 +109,16 @@ def _workflow_row(workflow: dict[str, Any], now: float) -> list[object]:
     return [workflow["metadata"]["name"], ready.get("status", "Unknown"),
             len(spec.get("tasks") or []) + len(spec.get("finally") or []),
             status.get("activeRuns", 0), age(workflow["metadata"].get("creationTimestamp"), now),
-            ready.get("reason", "") if ready.get("status") == "False" else ""]
+            _reason(ready, status)]
+
+
+def _reason(ready: dict[str, Any], status: dict[str, Any]) -> str:
+    """Why a Workflow is not well: Ready's reason when False, else PoolsHealthy's."""
+    if ready.get("status") == "False":
+        return str(ready.get("reason", ""))
+    pools: dict[str, Any] = next((c for c in status.get("conditions") or []
+                                  if c.get("type") == "PoolsHealthy"), {})
+    return str(pools.get("reason", "")) if pools.get("status") == "False" else ""
 
 
 def run_list(args: argparse.Namespace, cluster: Cluster) -> int:
@@ -110,8 +165,9 @@ def run_cancel(args: argparse.Namespace, cluster: Cluster) -> int:
 
 def add_parsers(verbs: argparse._SubParsersAction[Any], common: argparse.ArgumentParser,
                 output: argparse.ArgumentParser) -> None:
-    get = verbs.add_parser("get", parents=[common, output], help="show a run and its tasks")
-    get.add_argument("run", help="the WorkflowRun")
+    get = verbs.add_parser("get", parents=[common, output],
+                           help="show a run and its tasks, or a Workflow and its pools")
+    get.add_argument("run", help="the WorkflowRun, or workflow/NAME for a Workflow")
     get.set_defaults(handler=run_get)
 
     listing = verbs.add_parser("list", parents=[common, output],
@@ -125,4 +181,4 @@ def add_parsers(verbs: argparse._SubParsersAction[Any], common: argparse.Argumen
     cancel.set_defaults(handler=run_cancel)
 
 
-__all__ = ["FORMATS", "add_parsers", "fetch"]
+__all__ = ["FORMATS", "add_parsers", "fetch", "pools_table", "workflow_view"]

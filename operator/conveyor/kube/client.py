@@ -225,6 +225,16 @@ class Kube:
         return [p.metadata.name for p in found.items if not p.metadata.deletion_timestamp]
 
     @answered
+    def list_pod_states(self, namespace: str,
+                        labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The pods as JSON (metadata, spec, status), as the API server gives them."""
+        try:
+            found = self.core.list_namespaced_pod(namespace, label_selector=_selector(labels))
+        except ApiException as error:
+            raise api_error(f"list pods in {namespace}", error) from error
+        return [dict(self.api.sanitize_for_serialization(p)) for p in found.items]
+
+    @answered
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         try:
             self.core.patch_namespaced_pod(

@@ -68,6 +68,10 @@ class AsyncKube:
     async def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
         return await self._call(self.sync.list_pods, namespace, labels)
 
+    async def list_pod_states(self, namespace: str,
+                              labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        return await self._call(self.sync.list_pod_states, namespace, labels)
+
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str]) -> None:
         await self._call(self.sync.annotate_pod, namespace, name, annotations)

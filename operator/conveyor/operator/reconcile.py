@@ -244,6 +244,8 @@ class Reconciler:
         owner = entry.owner
         conditions = set_condition(status.get("conditions") or [], "Ready", ready, reason,
                                    message, entry.generation)
+        conditions = self.pools.with_condition(owner.namespace, owner.name, conditions,
+                                               entry.generation)
         wanted = {
             "observedGeneration": entry.generation,
             "conditions": conditions,

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from conveyor import kafka, names
-from conveyor.broker import Admin, BrokerError, Link, topology
+from conveyor.broker import Admin, BrokerError, BrokerSettingsError, Link, TLSError, topology
 from conveyor.kube import AsyncKube, Kube, KubeError
 from conveyor.names import LEGACY_TASK_EVENTS_PATTERN, operator_queue, task_events_pattern
 from conveyor.operator.forwarding import RunEventForwarder
@@ -31,6 +31,7 @@ from conveyor.store import ObjectStore, Values
 log = logging.getLogger("conveyor.operator")
 
 TOPOLOGY_SECONDS = 60.0
+START_RETRY_SECONDS = (1.0, 30.0)  # the first and the longest pause between start attempts
 
 
 class Runtime:
@@ -52,7 +53,8 @@ class Runtime:
         # The run loop is made after the pools (it reports dispatches to them): late-bound.
         self.pools = PoolManager(settings, self.kube, metrics=self.metrics,
                                  in_flight=lambda: self.runs.in_flight(),  # noqa: PLW0108
-                                 workers=lambda: self.runs.workers)
+                                 workers=lambda: self.runs.workers,
+                                 on_round=lambda: self.health.beat("pools"))
         self.object_store: ObjectStore | None = None
         storage = None
         if settings.store is not None:
@@ -134,15 +136,21 @@ class Runtime:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-
-        await self.pools.admin_call(self._declare_topology)
+        # The probes answer from the first moment: live, and not ready until the start is
+        # done. A broker or API server down at start is waited for here, not by kopf's
+        # retries of the startup handler, so liveness never restarts an operator that waits.
+        if self.settings.health_port:
+            self._server = await self.health.serve(self.settings.health_address,
+                                                   self.settings.health_port)
+        try:
+            existing = await self._until_reachable()
+        except BaseException:
+            await self._stop_server()
+            raise
         if self.removal is not None:
             self.removal.start()
         self.link.start()
         self.trigger_link.start()
-        existing: list[dict[str, Any]] = []
-        for namespace in self.settings.namespaces or (None,):
-            existing += await self.kube.list_custom("workflowruns", namespace)
         self.runs.start(loop, self.events_queue, existing)
         self.triggers.start(loop)
         self._tasks = [loop.create_task(supervised("pools", self.pools.run)),
@@ -150,18 +158,41 @@ class Runtime:
                        loop.create_task(supervised("topology", self._keep_topology)),
                        loop.create_task(supervised("api-probe", self.health.probe))]
         await self._start_kafka(loop)
-        if self.settings.health_port:
-            self._server = await self.health.serve(self.settings.health_address,
-                                                   self.settings.health_port)
+        self.health.starting = None
         log.info("Operator started broker=%s namespaces=%s queues=%s,%s",
                  self.settings.broker.masked, ",".join(self.settings.namespaces) or "all",
                  self.events_queue, self.triggers.queue)
 
+    async def _until_reachable(self) -> list[dict[str, Any]]:
+        """The install's queues declared and the runs listed, tried again until the broker
+        and the API server answer; a broker that refuses TLS or a URL pika refuses is no
+        outage: it raises at once (the operator exits saying why)."""
+        pause, longest = START_RETRY_SECONDS
+        while True:
+            try:
+                await self.pools.admin_call(self._declare_topology)
+                existing: list[dict[str, Any]] = []
+                for namespace in self.settings.namespaces or (None,):
+                    existing += await self.kube.list_custom("workflowruns", namespace)
+                return existing
+            except (TLSError, BrokerSettingsError):
+                raise
+            except (BrokerError, KubeError) as error:
+                self.health.starting = f"starting: {error}"
+                log.warning("Start waits for the broker and the API server; retrying in "
+                            "%.0fs error=%s", pause, error)
+            await asyncio.sleep(pause)
+            pause = min(longest, pause * 2)
+
+    async def _stop_server(self) -> None:
+        if self._server is not None:
+            await self._server.cleanup()
+            self._server = None
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._server is not None:
-            await self._server.cleanup()
+        await self._stop_server()
         await asyncio.to_thread(self.link.close)
         await asyncio.to_thread(self.trigger_link.close)
         await self._stop_kafka()
