@@ -218,11 +218,11 @@ import conveyor.worker, shop_tasks" || rc=1 ;;
 }
 
 sizes() {
-  printf '%-20s %-28s %8s\n' IMAGE REF SIZE
+  printf '%-20s %-40s %8s\n' IMAGE REF SIZE
   for name in "${names[@]}"; do
-    printf '%-20s %-28s %8s\n' "$name" "$name:$version" "$(du -h "$images_dir/$name.tar" | cut -f1)"
+    printf '%-20s %-40s %8s\n' "$name" "$name:$version" "$(du -h "$images_dir/$name.tar" | cut -f1)"
   done
-  printf '%-20s %-28s %8s\n' "(base)" "$base_ref" "$(du -h "$base_tar" | cut -f1)"
+  printf '%-20s %-40s %8s\n' "(base)" "$base_ref" "$(du -h "$base_tar" | cut -f1)"
 }
 
 case "${1:-}" in
