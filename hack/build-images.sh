@@ -89,6 +89,9 @@ up_to_date() {
   [ -s "$images_dir/$name.tar" ] && [ "$(cat "$images_dir/$name.key" 2>/dev/null)" = "$(image_key "$name")" ]
 }
 
+# A build's tar until it passed its checks; per process, as checkouts share the folder.
+tmp_tar() { echo "$images_dir/.$1.$$.tar"; }
+
 has_image() { "${B[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 
 ensure_base() {
@@ -131,8 +134,8 @@ build_image() {
                          --build-arg "BASE=conveyor-worker:$version" \
                          -f "$repo/examples/workers/Dockerfile" -t "$ref" "$repo/examples/workers" >/dev/null ;;
   esac
-  rm -f "$images_dir/$name.tar.tmp"
-  "${B[@]}" push --quiet "$ref" "docker-archive:$images_dir/$name.tar.tmp:$ref" >/dev/null
+  rm -f "$(tmp_tar "$name")"
+  "${B[@]}" push --quiet "$ref" "docker-archive:$(tmp_tar "$name"):$ref" >/dev/null
   say "Built $ref in $(( $(date +%s) - started ))s"
 }
 
@@ -177,7 +180,8 @@ PY
 
 # In each image, as its user: uid 10001, the root file system read-only, the command works.
 verify_image() {
-  local name=$1 tar="$images_dir/$1.tar.tmp" check out work
+  local name=$1 tar check out work
+  tar=$(tmp_tar "$name")
   [ -s "$tar" ] || tar="$images_dir/$name.tar"
   work=$(mktemp -d "${TMPDIR:-/tmp}/conveyor-verify.XXXXXX")
   unpack_image "$tar" "$work"
@@ -257,7 +261,7 @@ for name in "${names[@]}"; do
   fi
   build_image "$name"
   verify_image "$name"
-  mv "$images_dir/$name.tar.tmp" "$images_dir/$name.tar"
+  mv "$(tmp_tar "$name")" "$images_dir/$name.tar"
   image_key "$name" > "$images_dir/$name.key"
   built=$((built + 1))
 done

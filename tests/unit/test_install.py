@@ -14,14 +14,18 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+import conveyor
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRAS_ONLY = {"kopf", "kubernetes", "aiohttp", "confluent-kafka"}
@@ -158,3 +162,11 @@ def test_a_command_without_its_extra_names_it(
     assert result.returncode == 1
     assert result.stderr.strip().endswith(f"pip install 'conveyor[{extra}]'"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_version_is_pyprojects_everywhere() -> None:
+    """The images' tags (hack/build-images.sh reads pyproject.toml) are the chart's appVersion,
+    its default image tag, and the package's `__version__`."""
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((REPO / "charts" / "conveyor" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version == conveyor.__version__
