@@ -15,7 +15,7 @@ help: ## List every target with what it does
 $(VENV)/.installed: pyproject.toml examples/workers/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,kafka]'
+	$(PY) -m pip install --quiet -e '.[dev,operator,cli,kafka]'
 	$(PY) -m pip install --quiet --no-deps -e examples/workers
 	@touch $@
 
@@ -73,6 +73,10 @@ HELM = $$(hack/build-helm.sh)/helm
 .PHONY: helm-lint
 helm-lint: ## Lint the Helm chart (charts/conveyor) with the pinned helm
 	@$(HELM) lint --strict charts/conveyor --set amqp.url=amqp://localhost
+
+.PHONY: images
+images: ## Build the operator, worker and example images with buildah (base from debootstrap, cached) into ~/.cache/conveyor/images/*.tar, and print their sizes
+	@hack/build-images.sh
 
 .PHONY: kind-up
 kind-up: ## With Docker and kind: a kind cluster (kind-config.yaml) with the images and the chart

@@ -9,6 +9,13 @@ command -v lua5.4 >/dev/null || missing+=(lua5.4)
 java_major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
 [ "${java_major:-0}" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# The images (hack/build-images.sh): buildah builds them, debootstrap makes their base, skopeo
+# and umoci unpack them and runc runs them for the checks; containerd, runc, the CNI plugins
+# and a static busybox are the test bed's container runtime.
+for pkg in buildah debootstrap skopeo umoci runc containerd containernetworking-plugins \
+           busybox-static; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

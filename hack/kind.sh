@@ -44,7 +44,7 @@ up() {
   "$docker" build -t conveyor-e2e:dev -f - tests/e2e/workers <<DOCKERFILE
 FROM conveyor-worker:$tag
 USER root
-COPY e2e_tasks.py /usr/local/lib/python3.12/site-packages/
+COPY e2e_tasks.py /opt/conveyor/lib/python3.12/site-packages/
 USER 10001
 DOCKERFILE
 

@@ -13,10 +13,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from conveyor.cli import dlq, graph, lint, outputs, publish, runs, submit, watch
-from conveyor.cli.common import INTERRUPTED, CliError, Cluster
-from conveyor.cli.render import FORMATS
 from conveyor.errors import ConveyorError
+from conveyor.extras import MISSING_EXTRA, missing_extra
+
+# Without the cli extra (the Kubernetes client), `conveyor` says which one to install instead
+# of a traceback.
+_missing: str | None = None
+try:
+    from conveyor.cli import dlq, graph, lint, outputs, publish, runs, submit, watch
+    from conveyor.cli.common import INTERRUPTED, CliError, Cluster
+    from conveyor.cli.render import FORMATS
+except ModuleNotFoundError as error:
+    _missing = missing_extra(error, "cli", "conveyor")
 
 __all__ = ["main"]
 
@@ -52,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `conveyor` and `kubectl-conveyor`; returns the exit code."""
+    if _missing is not None:
+        print(_missing, file=sys.stderr)
+        return MISSING_EXTRA
     args = parser().parse_args(argv)
     cluster = Cluster(getattr(args, "kubeconfig", None), getattr(args, "context", None),
                       getattr(args, "namespace", None))

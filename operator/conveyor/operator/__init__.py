@@ -6,21 +6,32 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import kopf
-
 from conveyor.errors import ConveyorError
-from conveyor.kube import Kube
-from conveyor.operator.handlers import build_registry
-from conveyor.operator.health import standby_server
-from conveyor.operator.leader import LeaderElector
-from conveyor.operator.settings import load, shared_credentials_warning
+from conveyor.extras import MISSING_EXTRA, missing_extra
+
+# Without the operator extra (kopf, the Kubernetes client), `conveyor-operator` says which one
+# to install instead of a traceback.
+_missing: str | None = None
+try:
+    import kopf
+
+    from conveyor.kube import Kube
+    from conveyor.operator.handlers import build_registry
+    from conveyor.operator.health import standby_server
+    from conveyor.operator.leader import LeaderElector
+    from conveyor.operator.settings import load, shared_credentials_warning
+except ModuleNotFoundError as error:
+    _missing = missing_extra(error, "operator", "conveyor-operator")
 
 log = logging.getLogger("conveyor.operator")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `conveyor-operator`: 0 after a stop, 2 for settings it cannot use, 1
-    when it could not start (the broker refused TLS, say)."""
+    when it could not start (the broker refused TLS, say, or kopf is not installed)."""
+    if _missing is not None:
+        print(_missing, file=sys.stderr)
+        return MISSING_EXTRA
     try:
         settings = load(argv)
     except ConveyorError as error:
