@@ -182,7 +182,8 @@ def main() -> None:
     sub.add_parser("env", help="print export lines for KUBECONFIG, CONVEYOR_AMQP_URL, "
                                "CONVEYOR_AMQPS_URL, CONVEYOR_AMQP_CA_FILE and "
                                "CONVEYOR_S3_{ENDPOINT,REGION,ACCESS_KEY,SECRET_KEY} and "
-                               "CONVEYOR_KAFKA_BOOTSTRAP_SERVERS")
+                               "CONVEYOR_KAFKA_BOOTSTRAP_SERVERS, and the container node's "
+                               "CONVEYOR_CONTAINER_* (its pods' view of them)")
     sub.add_parser("status", help="show which parts run")
     k = sub.add_parser("kill", help="SIGKILL one part (for fault tests): "
                                     f"{', '.join(parts.DAEMONS)} or pod/NAMESPACE/NAME")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from testbed import containers, netns, procs, rabbitmq
 from testbed.layout import CONTAINER_NODE_NAME, cache_dir, paths, ports
@@ -76,8 +77,6 @@ def endpoints(amqp_url: str) -> ContainerEndpoints:
 
 def container_namespace(api_client, name: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Create namespace `name` whose pods all go to the container node; delete it after."""
-    from kubernetes import client
-
     core = client.CoreV1Api(api_client)
     core.create_namespace({"metadata": {
         "name": name, "labels": {"conveyor.dev/test": "true"},
