@@ -5,7 +5,8 @@
 
 - Into the host: listening sockets made INSIDE the netns (netns.entered), accepted in the host's
   namespace and forwarded to 127.0.0.1 on the host. RabbitMQ (amqp, amqps), the object store
-  (http, https) and Kafka (plain, TLS) listen on 0.0.0.0 of the netns at their host ports, so
+  (http, https) and Kafka (plain, TLS, and the `kafka_pods` listener that advertises the node
+  IP, for pods with an IP of their own) listen on 0.0.0.0 of the netns at their host ports, so
   a pod reaches them at `netns.NODE_IP` (and a hostNetwork pod at 127.0.0.1 too); the API
   server listens at `netns.SERVICE_IP`:443, the `kubernetes` Service.
 - Out of the host: an HTTP CONNECT proxy on a Unix socket (`Paths.bridge_socket`), the API
@@ -33,7 +34,7 @@ BUFFER = 1 << 16
 
 def routes(p: Ports) -> list[tuple[str, int, int]]:
     """(address in the netns, port there, host port on 127.0.0.1) of every forward."""
-    same = [p.amqp, p.amqps, p.s3, p.s3_tls, p.kafka, p.kafka_tls]
+    same = [p.amqp, p.amqps, p.s3, p.s3_tls, p.kafka, p.kafka_tls, p.kafka_pods]
     return [("0.0.0.0", port, port) for port in same] + [(netns.SERVICE_IP, 443, p.apiserver)]
 
 

@@ -100,7 +100,7 @@ def env_vars(p: Paths, ports: Ports, amqp_url: str, amqps_url: str) -> dict[str,
         "CONVEYOR_CONTAINER_AMQPS_URL": at_node(amqps_url),
         "CONVEYOR_CONTAINER_S3_ENDPOINT": f"http://{node}:{ports.s3}",
         "CONVEYOR_CONTAINER_S3_TLS_ENDPOINT": f"https://{node}:{ports.s3_tls}",
-        "CONVEYOR_CONTAINER_KAFKA_BOOTSTRAP_SERVERS": f"{node}:{ports.kafka}",
+        "CONVEYOR_CONTAINER_KAFKA_BOOTSTRAP_SERVERS": f"{node}:{ports.kafka_pods}",
         "CONVEYOR_CONTAINER_API_SERVER": f"https://{netns.SERVICE_IP}:443",
     }
 
@@ -324,9 +324,11 @@ def images_dir() -> Path:
     return cache_dir() / "images"
 
 
-def import_images(p: Paths, tars: list[Path], force: bool = False) -> list[Path]:
+def import_images(p: Paths, tars: list[Path], force: bool = False,
+                  strict: bool = True) -> list[Path]:
     """`ctr images import` each tar into the CRI's namespace; a tar imported before (same
-    path, size and mtime, recorded in the state dir) is skipped. Returns those imported."""
+    path, size and mtime, recorded in the state dir) is skipped. Returns those imported.
+    Not `strict`: a tar that fails (half written by a build, say) is reported and skipped."""
     record_file = p.containers / "imported.json"
     record: dict[str, list[float]] = (json.loads(record_file.read_text())
                                       if record_file.exists() else {})
@@ -337,7 +339,13 @@ def import_images(p: Paths, tars: list[Path], force: bool = False) -> list[Path]
         key = [stat.st_size, stat.st_mtime]
         if not force and record.get(str(tar)) == key:
             continue
-        ctr(p, "images", "import", str(tar))
+        try:
+            ctr(p, "images", "import", str(tar))
+        except RuntimeError as error:
+            if strict:
+                raise
+            print(f"Skipped the image tar {tar}: {error}", file=sys.stderr)
+            continue
         record[str(tar)] = key
         record_file.write_text(json.dumps(record))
         done.append(tar)
@@ -432,7 +440,8 @@ def start(p: Paths, ports: Ports, bin_dir: Path, rest: Rest) -> None:
     grant_apiserver(rest)
     for name in PARTS:
         if name == KUBELET:
-            import_images(p, [pause_image(bin_dir), *sorted(images_dir().glob("*.tar"))])
+            import_images(p, [pause_image(bin_dir)])
+            import_images(p, sorted(images_dir().glob("*.tar")), strict=False)
         start_part(p, ports, name, bin_dir)
         wait_part(p, name)
 

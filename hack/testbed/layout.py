@@ -44,6 +44,9 @@ class Ports:
     """Kafka's KRaft controller listener (127.0.0.1 only; the broker is its own quorum)."""
     kafka_tls: int
     """Kafka's TLS listener (127.0.0.1 only), verified with `Paths.amqp_ca`."""
+    kafka_pods: int
+    """Kafka's listener for the container node's pods (127.0.0.1 only): it advertises the
+    node IP, where the bridge forwards this port, instead of 127.0.0.1."""
 
 
 def _free_port() -> int:

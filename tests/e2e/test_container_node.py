@@ -181,8 +181,10 @@ def test_a_pod_reaches_the_broker_and_the_api_server(cluster, core, cns: str,  #
     host, port = ep.amqp_url.rsplit("@", 1)[1].split("/", 1)[0].split(":")
     assert host == netns.NODE_IP
     # An AMQP 0-9-1 protocol header; RabbitMQ answers with Connection.Start, naming itself.
+    s3 = ep.s3_endpoint
     script = (f"printf 'AMQP\\000\\000\\011\\001' | nc -w 5 {host} {port} | grep -q RabbitMQ "
-              "&& echo broker-ok; incluster /api")
+              f"&& echo broker-ok; wget -S -q -O /dev/null {s3}/ 2>&1 | grep -q 'HTTP/1.1 ' "
+              "&& echo store-ok; incluster /api")
     core.create_namespaced_pod(cns, pod_manifest("reach", [_box("c", script,
                                                                 securityContext=SECURE)],
                                                  restartPolicy="Never"))
@@ -194,6 +196,7 @@ def test_a_pod_reaches_the_broker_and_the_api_server(cluster, core, cns: str,  #
     p = eventually(finished, timeout=60, interval=0.5, what="the reach pod to finish")
     logs = _kubectl(cluster, cns, "logs", "reach")
     assert "broker-ok" in logs, logs
+    assert "store-ok" in logs, logs
     assert f"incluster {netns.SERVICE_IP}:443 200" in logs, logs
     assert p.status.phase == "Succeeded", logs
     assert ep.api_server == f"https://{netns.SERVICE_IP}:443"
