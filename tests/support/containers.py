@@ -50,8 +50,9 @@ def require_container_node() -> None:
     if os.environ.get("CONVEYOR_TEST_USE_KUBECONFIG") == "1":
         why = "the container node is the local test bed's"
     elif not containers.enabled():
-        why = ("the test bed has no container node: missing "
-               f"{', '.join(containers.missing_tools()) or 'nothing, but it is disabled'}")
+        missing = containers.missing_tools()
+        why = "the test bed has no container node: " + (
+            f"missing {', '.join(missing)}" if missing else "CONVEYOR_TESTBED_CONTAINERS=0")
     elif procs.running_pid(p.pids, containers.KUBELET) is None:
         why = "the container node's kubelet is not running (`make testbed-up`)"
     if why is None:
