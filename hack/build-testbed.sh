@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test bed's control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl) from their Go modules through the Go module proxy, into a cache
+# kube-scheduler, kubectl), the container node's kubelet and its pause program (a static Go
+# program, hack/pause/pause.go: the pod sandbox's image) from their Go modules through the Go module proxy, into a cache
 # directory keyed by version, and helm (build-helm.sh) beside it. A warm cache returns at
 # once; `--is-cached` only tells whether the cache is warm (exit status 0). Prints the folder
 # of the Kubernetes binaries.
@@ -16,7 +17,7 @@ source "$here/versions.env"
 
 cache_root=${CONVEYOR_CACHE:-$HOME/.cache/conveyor}
 bin_dir="$cache_root/testbed/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION/bin"
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet pause)
 
 all_built() {
   for b in "${binaries[@]}"; do [ -x "$bin_dir/$b" ] || return 1; done
@@ -56,6 +57,15 @@ GO
   echo "built etcd $ETCD_VERSION" >&2
 fi
 
+# The pod sandbox's program (the container node's "pause" image, made by testbed/containers.py):
+# waits for SIGTERM and reaps children; static, so the image is FROM scratch.
+if [ ! -x "$bin_dir/pause" ]; then
+  mkdir -p "$work/pause" && cp "$here/pause/pause.go" "$work/pause/" && cd "$work/pause"
+  go mod init conveyor.dev/testbed/pause >/dev/null 2>&1
+  go build -trimpath -ldflags='-s -w' -o "$bin_dir/pause.tmp" . >&2
+  mv "$bin_dir/pause.tmp" "$bin_dir/pause"
+fi
+
 # Kubernetes: a wrapper that maps each staging module to its published release.
 mkdir -p "$work/k8s" && cd "$work/k8s"
 minor=${KUBERNETES_VERSION#v1.}
@@ -84,10 +94,11 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
 go mod tidy >&2
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
   [ -x "$bin_dir/$b" ] && continue
   go build -trimpath -ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}" \
     -o "$bin_dir/$b.tmp" "k8s.io/kubernetes/cmd/$b" >&2

@@ -1,4 +1,6 @@
-"""etcd, kube-apiserver, kube-controller-manager and kube-scheduler as local processes.
+"""etcd, kube-apiserver, kube-controller-manager and kube-scheduler as local processes, on the
+host's loopback; the container node reaches the API server at 10.0.0.1:443 in its netns and the
+API server reaches its kubelet through the bridge (containers.py, bridge.py).
 
 Flags follow controller-runtime's envtest and kwokctl's binary runtime: everything on loopback,
 RBAC on, real service-account tokens, no cloud provider, no listening ports beyond the API server
@@ -13,7 +15,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from . import pki, procs
+from . import containers, pki, procs
 from .layout import REPO, Paths, Ports
 
 
@@ -83,12 +85,19 @@ def start_apiserver(paths: Paths, ports: Ports, bin_dir: Path) -> None:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
+            # Node: the container node's kubelet (system:node:*) sees only its own pods' objects.
+            "--authorization-mode=Node,RBAC",
+            # PodNodeSelector and PodTolerationRestriction: a namespace's annotations send its
+            # pods to the container node (containers.namespace_annotations).
+            "--enable-admission-plugins=NodeRestriction,PodNodeSelector,"
+            "PodTolerationRestriction",
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=1",
+            # The egress selector (to the kubelet through the bridge) and the kubelet client.
+            *containers.apiserver_flags(paths),
         ],
         pids=paths.pids, logs=paths.logs, state=paths.root,
     )

@@ -62,12 +62,15 @@ def _properties(paths: Paths, ports: Ports) -> str:
         "node.id=1",
         f"controller.quorum.bootstrap.servers=127.0.0.1:{ports.kafka_controller}",
         f"listeners=PLAINTEXT://127.0.0.1:{ports.kafka},"
-        f"CONTROLLER://127.0.0.1:{ports.kafka_controller},SSL://127.0.0.1:{ports.kafka_tls}",
+        f"CONTROLLER://127.0.0.1:{ports.kafka_controller},SSL://127.0.0.1:{ports.kafka_tls},"
+        f"PODS://127.0.0.1:{ports.kafka_pods}",
+        # PODS: the container node's pods, through the bridge at the node IP (netns.NODE_IP).
         f"advertised.listeners=PLAINTEXT://127.0.0.1:{ports.kafka},"
-        f"SSL://localhost:{ports.kafka_tls}",
+        f"SSL://localhost:{ports.kafka_tls},PODS://10.254.0.1:{ports.kafka_pods}",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,"
+        "PODS:PLAINTEXT",
         "ssl.keystore.type=PEM",
         f"ssl.keystore.location={store}",
         f"log.dirs={paths.kafka / 'data'}",

@@ -10,6 +10,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_NAME = "conveyor-node"
+"""The process node (nodeagent.py): every pod's command as a local process; the default."""
+CONTAINER_NODE_NAME = "conveyor-containers"
+"""The container node (containers.py): a real kubelet with containerd and runc, tainted and
+labelled `conveyor.dev/runtime=containerd`, for the pods of namespaces that ask for it."""
 
 
 def state_dir() -> Path:
@@ -40,6 +44,9 @@ class Ports:
     """Kafka's KRaft controller listener (127.0.0.1 only; the broker is its own quorum)."""
     kafka_tls: int
     """Kafka's TLS listener (127.0.0.1 only), verified with `Paths.amqp_ca`."""
+    kafka_pods: int
+    """Kafka's listener for the container node's pods (127.0.0.1 only): it advertises the
+    node IP, where the bridge forwards this port, instead of 127.0.0.1."""
 
 
 def _free_port() -> int:
@@ -126,6 +133,17 @@ class Paths:
     def amqp_ca(self) -> Path:
         """The CA that signed RabbitMQ's TLS certificate (not the cluster's CA)."""
         return self.pki / "amqp-ca.crt"
+
+    @property
+    def containers(self) -> Path:
+        """The container node's state: containerd's root and state, the kubelet's root dir,
+        their configs, the CNI config and IPAM data, the pods' logs."""
+        return self.root / "containers"
+
+    @property
+    def bridge_socket(self) -> Path:
+        """The bridge's HTTP CONNECT proxy: the API server's way to the container node."""
+        return self.root / "bridge.sock"
 
     def ensure(self) -> Paths:
         for d in (self.root, self.pki, self.logs, self.pids, self.pods, self.rabbitmq,

@@ -3,6 +3,7 @@ a crashed daemon is restarted: for fault tests and the soak (`make soak`).
 
     python -m testbed kill etcd | kube-apiserver | rabbitmq | s3server | kafka | pod/<ns>/<name>
     python -m testbed restart etcd | kube-apiserver | rabbitmq | s3server | kafka
+    python -m testbed kill|restart bridge | containerd | kubelet    (the container node)
 
 A restart reuses what `up` runs for the part (same flags, same ports, same data directory:
 etcd's `--data-dir`, RabbitMQ's mnesia with its quorum queues' logs, Kafka's log
@@ -11,6 +12,9 @@ before the kill is there after it. The object store (s3server) is the exception:
 objects in memory, so it comes back empty, without its buckets: a fault test that takes it
 down makes again the buckets it needs. A pod's containers are killed but not restarted here:
 the node agent does that under the pod's `restartPolicy`, as a kubelet would.
+The container node's parts: killing containerd or the kubelet leaves the containers running
+(their shims hold them), as on a real node; a restart picks them up again. `pod/...` is for
+the process node's pods only.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from pathlib import Path
 
 import pika
 
-from . import controlplane, kafka, objectstore, procs, rabbitmq
+from . import containers, controlplane, kafka, objectstore, procs, rabbitmq
 from .layout import Paths, Ports
 from .nodeagent import POD_MARKER
 
 # The daemons this module can kill and restart, and the pid-file names they run under.
 # epmd is left alone: it outlives a RabbitMQ crash on a real host too.
-DAEMONS = ("etcd", "kube-apiserver", "rabbitmq", objectstore.NAME, kafka.NAME)
+DAEMONS = ("etcd", "kube-apiserver", "rabbitmq", objectstore.NAME, kafka.NAME,
+           *containers.PARTS)
 
 
 def kill(p: Paths, name: str, timeout: float = 20) -> list[int]:
@@ -76,6 +81,8 @@ def start(p: Paths, ports: Ports, name: str) -> int:
         objectstore.start(p, ports)
     elif name == kafka.NAME:
         kafka.start(p, ports)
+    elif name in containers.PARTS:
+        containers.start_part(p, ports, name, bin_dir)
     else:
         rabbitmq.start(p, ports)
     pid = procs.running_pid(p.pids, name)
@@ -114,6 +121,8 @@ def serving(p: Paths, ports: Ports, name: str) -> bool:
         return objectstore.serving(p, ports)
     if name == kafka.NAME:
         return kafka.serving(p, ports)
+    if name in containers.PARTS:
+        return containers.serving(p, name)
     return controlplane.ready(p, ports)
 
 

@@ -13,6 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=3650)
+# The addresses the test bed's services are reached at: the host's loopback, and the container
+# node's IP in its netns (netns.NODE_IP, where the bridge forwards them for pods).
+_SERVICE_IPS = ["127.0.0.1", "10.254.0.1"]
+# Written in the services' done markers: a state directory whose certificates predate the
+# container node's address gets new ones.
+_SERVICE_MARK = "ok " + " ".join(_SERVICE_IPS) + "\n"
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
@@ -117,28 +123,35 @@ def ensure_broker(pki: Path) -> None:
     broker (a client that trusts it must fail to verify RabbitMQ). Made apart from `ensure`
     so that a state directory older than the TLS listener gets it too.
     """
-    if (pki / "amqp-done").exists():
+    if _marked(pki / "amqp-done"):
         return
+    for stale in ("s3-done", "kafka-done"):
+        (pki / stale).unlink(missing_ok=True)  # signed by the CA about to be replaced
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _issue(_name("conveyor-testbed-amqp-ca"), ca_key, None)
     _write_key(pki / "amqp-ca.key", ca_key)
     _write_cert(pki / "amqp-ca.crt", ca)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _issue(_name("rabbitmq"), server_key, (ca, ca_key),
-                    server_names=(["localhost"], ["127.0.0.1"]))
+                    server_names=(["localhost"], _SERVICE_IPS))
     _write_key(pki / "rabbitmq.key", server_key)
     _write_cert(pki / "rabbitmq.crt", server)
-    (pki / "amqp-done").write_text("ok\n")
+    (pki / "amqp-done").write_text(_SERVICE_MARK)
+
+
+def _marked(done: Path) -> bool:
+    return done.exists() and done.read_text() == _SERVICE_MARK
 
 
 def ensure_store(pki: Path) -> None:
     """The object store's TLS certificate for localhost and 127.0.0.1, signed by the CA of
     RabbitMQ's (`ensure_broker` first): one CA for the test bed's services outside the
     cluster, so a client that trusts the cluster's CA fails to verify the store too."""
-    if (pki / "s3-done").exists():
+    ensure_broker(pki)
+    if _marked(pki / "s3-done"):
         return
     _service_certificate(pki, "s3server", "conveyor-s3")
-    (pki / "s3-done").write_text("ok\n")
+    (pki / "s3-done").write_text(_SERVICE_MARK)
 
 
 def _service_certificate(pki: Path, stem: str, common_name: str) -> None:
@@ -149,7 +162,7 @@ def _service_certificate(pki: Path, stem: str, common_name: str) -> None:
     ca = x509.load_pem_x509_certificate((pki / "amqp-ca.crt").read_bytes())
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _issue(_name(common_name), server_key, (ca, ca_key),  # type: ignore[arg-type]
-                    server_names=(["localhost"], ["127.0.0.1"]))
+                    server_names=(["localhost"], _SERVICE_IPS))
     _write_key(pki / f"{stem}.key", server_key)
     _write_cert(pki / f"{stem}.crt", server)
 
@@ -157,13 +170,37 @@ def _service_certificate(pki: Path, stem: str, common_name: str) -> None:
 def ensure_kafka(pki: Path) -> None:
     """Kafka's TLS certificate for localhost and 127.0.0.1, signed by the CA of RabbitMQ's
     and the store's, and the broker's PEM key store (key and certificate in one file)."""
-    if (pki / "kafka-done").exists():
+    ensure_broker(pki)
+    if _marked(pki / "kafka-done"):
         return
     _service_certificate(pki, "kafka", "conveyor-kafka")
     store = pki / "kafka-keystore.pem"
     store.write_bytes((pki / "kafka.key").read_bytes() + (pki / "kafka.crt").read_bytes())
     store.chmod(0o600)
-    (pki / "kafka-done").write_text("ok\n")
+    (pki / "kafka-done").write_text(_SERVICE_MARK)
+
+
+def ensure_kubelet(pki: Path, node: str, node_ip: str) -> None:
+    """The container node's certificates, signed by the cluster's CA: the kubelet's client
+    certificate (`system:node:<node>` in `system:nodes`, for the Node authorizer), its serving
+    certificate (for `node` and `node_ip`, verified by the API server), and the API server's
+    client certificate towards kubelets (`kube-apiserver-kubelet-client`, bound to
+    `system:kubelet-api-admin` by containers.py)."""
+    if (pki / "kubelet-done").exists():
+        return
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    issuer = (ca, ca_key)
+    for stem, subject, kwargs in (
+        ("kubelet-client", _name(f"system:node:{node}", "system:nodes"), {"client": True}),
+        ("kubelet-serving", _name(node), {"server_names": ([node], [node_ip])}),
+        ("apiserver-kubelet-client", _name("kube-apiserver-kubelet-client"), {"client": True}),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _issue(subject, key, issuer, **kwargs)  # type: ignore[arg-type]
+        _write_key(pki / f"{stem}.key", key)
+        _write_cert(pki / f"{stem}.crt", cert)
+    (pki / "kubelet-done").write_text("ok\n")
 
 
 def kubeconfig(server: str, ca: Path, user: dict[str, str], name: str = "conveyor-testbed") -> str:
