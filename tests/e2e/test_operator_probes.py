@@ -10,14 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support import http
 from support.kube import local_testbed_only
 from support.operator import OperatorProcess, running_operator
 from support.waiting import eventually
@@ -34,28 +33,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
-
-
 class Probes:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.liveness: list[tuple[int, str]] = []  # every /livez answer seen
 
     def live(self) -> tuple[int, str]:
-        answer = _get(f"{self.base}/livez")
-        self.liveness.append(answer)
-        return answer
+        got = http.answer(f"{self.base}/livez")
+        self.liveness.append(got)
+        return got
 
     def ready(self) -> tuple[int, str]:
-        return _get(f"{self.base}/readyz")
+        return http.answer(f"{self.base}/readyz")
 
     def readiness_becomes(self, status: int, timeout: float, what: str) -> str:
         """Poll until /readyz answers `status` (200: the leader's "ok", not a standby's),
@@ -117,7 +106,7 @@ def test_a_broker_outage_fails_readiness_never_liveness_and_both_recover(
           f"{time.monotonic() - back:.1f}s after the restart; /livez answered "
           f"{len(probes.liveness)} times, always 200")
     assert all(code == 200 for code, _ in probes.liveness)
-    assert _get(f"{probes.base}/healthz")[0] == 200
+    assert http.answer(f"{probes.base}/healthz")[0] == 200
 
 
 def test_an_operator_started_while_the_broker_is_down_waits_live_and_unready(
@@ -133,7 +122,9 @@ def test_an_operator_started_while_the_broker_is_down_waits_live_and_unready(
         probes.liveness.clear()
         code, text = probes.ready()
         assert code == 503 and text.startswith("starting: "), (code, text)
-        time.sleep(5)  # a few start attempts: still waiting, still live
+        # Two start attempts retried: still waiting, still live.
+        eventually(lambda proc=process: proc.tail(400).count("Start waits for the broker") >= 2, 60,
+                   what="two logged start retries")
         assert probes.live()[0] == 200 and process.alive
         parts.restart(paths(), ports(), "rabbitmq")
         probes.readiness_becomes(200, 120, "/readyz 200 once the broker is back")

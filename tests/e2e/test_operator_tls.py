@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from support import http
 from support.kube import local_testbed_only
 from support.operator import OperatorProcess, operator_process
 from support.waiting import eventually
@@ -122,16 +123,6 @@ def _tls_connections(name_part: str) -> dict[str, bool]:
     return found
 
 
-def _health(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:  # not listening yet, or the standby server going away
-        return 0, str(error)
-
-
 def test_a_run_succeeds_with_operator_and_workers_on_amqps(
         tls_operator: TLSOperator, cluster, namespace: str, api_client, broker_tls,  # type: ignore[no-untyped-def]
         ca_from_secret: Path) -> None:
@@ -195,7 +186,7 @@ def test_a_link_that_fails_on_tls_turns_healthz_503_until_the_ca_is_right_again(
         tls_operator: TLSOperator, broker_tls, ca_from_secret: Path) -> None:  # type: ignore[no-untyped-def]
     url = tls_operator.health_url
     # "ok", not the standby's answer while it waits for the Lease: the links are up.
-    eventually(lambda: _health(url) == (200, "ok\n"), 60, interval=0.2,
+    eventually(lambda: http.answer(url) == (200, "ok\n"), 60, interval=0.2,
                what="the operator started and healthy")
     eventually(lambda: len(_tls_connections("conveyor-operator")) == 2, 30, interval=0.2,
                what="both operator links connected")
@@ -205,7 +196,7 @@ def test_a_link_that_fails_on_tls_turns_healthz_503_until_the_ca_is_right_again(
     ca_from_secret.write_bytes(broker_tls.wrong_ca_file.read_bytes())
     vhost = urllib.parse.unquote(urllib.parse.urlsplit(broker_tls.url).path[1:])
     rabbitmq.ctl(paths(), ports(), "close_all_connections", "-p", vhost, "test: CA rotation")
-    _, text = eventually(lambda: (answer := _health(url))[0] == 503 and answer, 30,
+    _, text = eventually(lambda: (answer := http.answer(url))[0] == 503 and answer, 30,
                          interval=0.2, what="/healthz to report the TLS failure")
     assert "cannot connect (certificate-verify-failed)" in text
     assert _masked(broker_tls.url) in text and _password(broker_tls.url) not in text
@@ -213,5 +204,5 @@ def test_a_link_that_fails_on_tls_turns_healthz_503_until_the_ca_is_right_again(
     assert "ERROR conveyor.broker Failed to connect over TLS cause=certificate-verify-failed" \
         in log
     ca_from_secret.write_bytes(good)
-    eventually(lambda: _health(url) == (200, "ok\n"), 30, interval=0.2,
+    eventually(lambda: http.answer(url) == (200, "ok\n"), 30, interval=0.2,
                what="/healthz healthy again once the CA is right")
