@@ -11,6 +11,7 @@ fixtures skip, or FAIL when CONVEYOR_REQUIRE_CONTAINERS=1 (CI sets it).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from kubernetes import client
 
 from testbed import containers, netns, procs, rabbitmq
-from testbed.layout import CONTAINER_NODE_NAME, cache_dir, paths, ports
+from testbed.layout import CONTAINER_NODE_NAME, REPO, cache_dir, paths, ports
 
 BUSYBOX_IMAGE = "conveyor.local/busybox:test"
 """A FROM scratch image of Debian's busybox-static (/bin/busybox and its applets), uid 65534."""
@@ -121,3 +122,25 @@ def busybox_image() -> str:
         shutil.rmtree(work)
     containers.import_images(paths(), [out])
     return BUSYBOX_IMAGE
+
+
+PRODUCT_IMAGES = {"operator": "conveyor-operator", "worker": "conveyor-worker",
+                  "examples": "conveyor-examples"}
+"""The images `make images` builds, by role: each tar is `<name>.tar`, tagged `<name>:<version>`."""
+
+
+def product_images() -> dict[str, str]:
+    """Conveyor's own images (from `make images`) imported into the container node; the image
+    reference of each role. Fails, never skips, when they have not been built: a missing
+    image is the bug these tests are for."""
+    script = REPO / "hack" / "build-images.sh"
+    folder = Path(subprocess.run([str(script), "--print-dir"], check=True, capture_output=True,
+                                 text=True).stdout.strip())
+    tars = [folder / f"{name}.tar" for name in PRODUCT_IMAGES.values()]
+    missing = [t.name for t in tars if not t.exists()]
+    if missing:
+        pytest.fail(f"the images are not built ({', '.join(missing)} missing in {folder}): "
+                    "run `make images`", pytrace=False)
+    containers.import_images(paths(), tars)
+    version = importlib.metadata.version("conveyor")
+    return {role: f"{name}:{version}" for role, name in PRODUCT_IMAGES.items()}

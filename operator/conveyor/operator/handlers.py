@@ -3,7 +3,9 @@ errors to kopf's (`TemporaryError` with a delay when trying again can help)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +16,7 @@ from conveyor.broker import BrokerError, BrokerSettingsError, TLSError
 from conveyor.kube import KubeError
 from conveyor.operator.reconcile import Retry
 from conveyor.operator.runtime import Runtime
-from conveyor.operator.settings import Settings
+from conveyor.operator.settings import Settings, in_cluster_server
 
 WORKFLOWS = (names.GROUP, names.VERSION, names.WORKFLOW_PLURAL)
 RUNS = (names.GROUP, names.VERSION, names.RUN_PLURAL)
@@ -72,8 +74,13 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In a pod: its ServiceAccount; elsewhere (and on the test bed): KUBECONFIG.
+        # In a pod: its ServiceAccount, at the Service's address (as the Kubernetes client
+        # finds it, with no DNS needed); elsewhere (and the test bed's process node):
+        # KUBECONFIG.
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        server = in_cluster_server(os.environ)
+        if info is not None and server is not None:
+            info = dataclasses.replace(info, server=server)
         return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.cleanup(registry=registry)

@@ -277,3 +277,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         store_cache_bytes=cache_bytes,
         **_kafka(env),
     )
+
+
+def in_cluster_server(env: Mapping[str, str]) -> str | None:
+    """The API server's URL in a pod, as client-go's InClusterConfig finds it: the address of
+    the `kubernetes` Service from the variables the kubelet sets. kopf's own ServiceAccount
+    login names `kubernetes.default.svc`, which only a cluster DNS resolves: a cluster without
+    one (or a pod whose resolver cannot reach it) would leave the operator unable to watch.
+    None outside a pod."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
