@@ -1127,11 +1127,14 @@ class ScheduleSkip(Model):
 
     schedule_time: datetime
     """The due time."""
-    reason: Literal["Forbidden", "Suspended", "DeadlineExceeded", "Superseded"]
+    reason: Literal["Forbidden", "Suspended", "DeadlineExceeded", "Superseded",
+                    "InputsFailed"]
     """`Forbidden`: a run of the schedule was not finished (concurrencyPolicy Forbid);
     `Suspended`: the schedule was suspended; `DeadlineExceeded`: the operator saw it later
     than startingDeadlineSeconds allows (or, without a deadline, a later one was due too);
-    `Superseded`: Forbid or Replace started a later due time owed at the same moment."""
+    `Superseded`: Forbid or Replace started a later due time owed at the same moment;
+    `InputsFailed`: the run's inputs did not render (the expression's error is the
+    message)."""
     message: str = Field(default="", max_length=1024)
     """Detail: the unfinished run, or the range of due times missed."""
 

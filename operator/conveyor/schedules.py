@@ -42,7 +42,8 @@ MAX_CATCH_UP = 100  # most missed due times one evaluation starts; older ones ar
 FIELDS = 5
 FINISHED = {"Succeeded": "successful", "Failed": "failed", "Cancelled": "failed"}
 
-SkipReason = Literal["Forbidden", "Suspended", "DeadlineExceeded", "Superseded"]
+SkipReason = Literal["Forbidden", "Suspended", "DeadlineExceeded", "Superseded",
+                     "InputsFailed"]
 
 
 @dataclass(frozen=True)
