@@ -19,11 +19,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor import names
 from conveyor.errors import ExpressionError
+from conveyor.kube import KubeError
 from conveyor.manifests import scheduled_run, scheduled_run_name
 from conveyor.operator.seams import KubeApi
 from conveyor.operator.triggers.starting import create_run
@@ -42,6 +43,7 @@ from conveyor.workflow import CompiledSchedule
 log = logging.getLogger("conveyor.operator.schedules")
 
 Clock = Callable[[], datetime]
+RETRY_SECONDS = 2.0  # after a refused or unanswered call, the Workflow's next evaluation
 
 
 @dataclass
@@ -87,7 +89,12 @@ class Scheduler:
                 continue
             key = (entry.owner.namespace, entry.owner.name)
             live.add(key)
-            upcoming += await self._evaluate(entry, compiled.schedules)
+            try:
+                upcoming += await self._evaluate(entry, compiled.schedules)
+            except KubeError as error:
+                # Tried again soon; the other Workflows' schedules do not wait for this one.
+                log.warning("Schedules not evaluated workflow=%s/%s error=%s", *key, error)
+                upcoming.append(self._clock() + timedelta(seconds=RETRY_SECONDS))
         for gone in set(self._known) - live:
             del self._known[gone]
         return min(upcoming, default=None)
