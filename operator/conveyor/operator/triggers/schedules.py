@@ -65,6 +65,9 @@ class Scheduler:
         self._longest = longest_sleep
         self._clock = clock
         self._known: dict[tuple[str, str], _Known] = {}
+        # The namespaces' Workflows listed in this tick: many new Workflows (at a start) cost
+        # one list per namespace, not one each.
+        self._listed: dict[str, list[dict[str, Any]]] = {}
         self._wake = asyncio.Event()
         workflows.on_change(lambda _namespace, _name: self._wake.set())
 
@@ -83,6 +86,7 @@ class Scheduler:
         """Evaluate every schedule once; the earliest next due time among them."""
         upcoming: list[datetime] = []
         live = set()
+        self._listed = {}
         for entry in self._workflows.entries():
             compiled = entry.compiled
             if compiled is None or not compiled.schedules:
@@ -130,7 +134,10 @@ class Scheduler:
         known = self._known.get(key)
         if known is not None and known.uid == owner.uid:
             return known
-        found = await self._kube.list_custom("workflows", owner.namespace)
+        found = self._listed.get(owner.namespace)
+        if found is None:
+            found = await self._kube.list_custom("workflows", owner.namespace)
+            self._listed[owner.namespace] = found
         body = next((w for w in found if w["metadata"].get("uid") == owner.uid), None)
         if body is None:
             return None  # deleted meanwhile, or not yet listed: the next tick tries again
