@@ -14,7 +14,7 @@ from conveyor.kube import KubeError
 from conveyor.operator.triggers import Scheduler
 from conveyor.operator.triggers.schedules import RETRY_SECONDS
 from conveyor.operator.workflows import Workflows
-from unit.fakes import NAMESPACE, WORKFLOW, FakeKube, workflow_body, workflow_spec
+from unit.fakes import NAMESPACE, WORKFLOW, FakeKube, until, workflow_body, workflow_spec
 
 RUNS = names.RUN_PLURAL
 START = datetime(2026, 12, 2, 12, 0, 30, tzinfo=UTC)
@@ -214,5 +214,27 @@ def test_an_invalid_workflow_schedules_nothing() -> None:
         scheduler = Scheduler(kube, workflows, clock=lambda: START + timedelta(hours=1))
         assert await scheduler.tick() is None
         assert kube.created_runs == []
+
+    run(scenario)
+
+
+def test_the_loop_wakes_for_a_new_workflow_and_at_the_due_time() -> None:
+    async def scenario() -> None:
+        kube = FakeKube()
+        workflows = Workflows(kube)
+        # Real time here: the loop's sleeps are what is tested. A due time every minute, so
+        # the loop must wake on the change, not at the end of its (long) longest sleep.
+        scheduler = Scheduler(kube, workflows, longest_sleep=3600)
+        loop = asyncio.get_running_loop().create_task(scheduler.run())
+        try:
+            await asyncio.sleep(0)  # the first tick: no Workflow yet
+            body = workflow_body(workflow_spec({"name": "a"}, schedules=[
+                {"name": "s", "cron": "* * * * *"}]))
+            kube.objects["workflows"].append(body)
+            workflows.observe(body)
+            await until(lambda: kube.patches[("workflows", NAMESPACE, WORKFLOW)],
+                        what="the new schedule's next due time in status")
+        finally:
+            loop.cancel()
 
     run(scenario)
