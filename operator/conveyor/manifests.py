@@ -7,11 +7,14 @@ soon schedules and sub-workflows) makes the same object, and every dispatch the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from conveyor import names
+from conveyor.children import child_name
 from conveyor.engine import Publish
 from conveyor.models import TaskMessage
+from conveyor.schedules import time_text
 
 
 def run_manifest(workflow: str, inputs: Mapping[str, Any], *, name: str | None = None,
@@ -32,6 +35,23 @@ def run_manifest(workflow: str, inputs: Mapping[str, Any], *, name: str | None =
         spec["reuse"] = dict(reuse)
     return {"apiVersion": names.API_VERSION, "kind": names.RUN_KIND, "metadata": metadata,
             "spec": spec}
+
+
+def scheduled_run_name(workflow: str, schedule: str, due: datetime) -> str:
+    """The one run a schedule's due time starts: `<workflow>-<schedule>-<UTC yyyymmddhhmm>`
+    (DESIGN.md §7), shortened with a hash past the name budget. Its being deterministic is
+    what keeps a restarted or second operator from starting a due time twice."""
+    return child_name(workflow, schedule, due.astimezone(UTC).strftime("%Y%m%d%H%M"))
+
+
+def scheduled_run(workflow: str, schedule: str, due: datetime,
+                  inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The run of `schedule`'s due time `due`, labelled with its schedule and annotated with
+    the due time (which the schedule's history and Forbid read back)."""
+    return run_manifest(
+        workflow, inputs, name=scheduled_run_name(workflow, schedule, due),
+        labels={names.LABEL_WORKFLOW: workflow, names.LABEL_SCHEDULE: schedule},
+        annotations={names.ANNOTATION_SCHEDULE_TIME: time_text(due)})
 
 
 def task_message(publish: Publish, *, namespace: str, workflow: str, run: str,

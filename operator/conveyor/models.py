@@ -31,6 +31,7 @@ MAX_FINALLY = 20
 MAX_TASK_TYPES = 50
 MAX_DEPENDS_ON = 20
 MAX_TRIGGERS = 20
+MAX_SCHEDULES = 20
 MAX_EXPRESSION = 4096
 # Durations in seconds are at most ten years: the engine turns them into due times, and a due
 # time past year 9999 cannot be written to a status (it crashed the status write).
@@ -994,6 +995,60 @@ class Trigger(Model):
             raise ValueError("each trigger names exactly one source, event (RabbitMQ) or kafka")
         return self
 
+# Five cron fields of the characters cron takes (`cronsim` checks the rest: `conveyor lint`
+# and the Workflow's Ready condition); a whole line is at most 255 characters.
+CRON_FIELDS = r"^\\s*[0-9A-Za-z*?,/#-]+(\\s+[0-9A-Za-z*?,/#-]+){4}\\s*$"
+# An IANA zone name's shape (`Asia/Kolkata`, `UTC`, `America/Argentina/Buenos_Aires`,
+# `Etc/GMT+5`); whether the zone exists is checked by the operator and `conveyor lint`.
+TIME_ZONE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+
+
+class Schedule(Model):
+    """Starts a run at every due time of a cron expression in a time zone, as a CronJob
+    starts a Job; each due time starts at most one run, named from the Workflow, the
+    schedule and the due time."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [
+            rule(f"self.cron.matches('{CRON_FIELDS}')",
+                 "spec.schedules[].cron: must be five cron fields (minute hour day-of-month "
+                 "month day-of-week)", ".cron"),
+            rule(f"!has(self.timeZone) || self.timeZone.matches('{TIME_ZONE}')",
+                 "spec.schedules[].timeZone: must be an IANA time zone name such as "
+                 "Europe/Berlin", ".timeZone"),
+        ]}
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=30, pattern=DNS_LABEL)]
+    """Name of the schedule, a DNS-1123 label of at most 30 characters unique in the
+    Workflow; its runs are named `<workflow>-<name>-<due time as UTC yyyymmddhhmm>`."""
+    cron: str = Field(min_length=1, max_length=255)
+    """Five-field cron expression (minute hour day-of-month month day-of-week) as Debian's
+    cron reads it: names (`MON`, `JAN`), ranges, steps, lists, `L`, `W`, `#`."""
+    time_zone: str = Field(default="UTC", min_length=1, max_length=64)
+    """IANA time zone the expression is read in. Across a DST change, due times follow
+    Debian's cron: a time that does not exist that day (skipped by the clock) falls due when
+    the clock jumps past it; a time that happens twice starts one run if the expression fixes
+    the hour, and one per occurrence if its hour field is a wildcard or a step."""
+    inputs: JsonObject = Field(default_factory=dict)
+    """Inputs of each run; strings may embed `${{ CEL }}` that sees `schedule.name` and
+    `schedule.time` (the due time, RFC 3339 in UTC)."""
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    """What a due time does while a run of this schedule is not finished: `Allow` starts
+    another, `Forbid` skips the due time (recorded in status), `Replace` deletes the
+    unfinished run and starts the new one. As a CronJob's."""
+    starting_deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_SECONDS)
+    """How late a due time may still start its run (after an operator outage, say): every
+    missed due time at most this old starts one, older ones are skipped and recorded.
+    Default: only the latest missed due time starts, as a CronJob without a deadline."""
+    successful_runs_history_limit: int = Field(default=3, ge=0, le=1000)
+    """Succeeded runs of this schedule kept; older ones are deleted."""
+    failed_runs_history_limit: int = Field(default=1, ge=0, le=1000)
+    """Failed or cancelled runs of this schedule kept; older ones are deleted."""
+    suspend: bool = False
+    """True: due times start no run (and are not caught up on resume: a due time passed
+    while suspended is skipped)."""
+
 
 class WorkflowSpec(Model):
     """A DAG of tasks and the worker pools that execute them."""
@@ -1014,6 +1069,9 @@ class WorkflowSpec(Model):
     """Most runs of this Workflow running at once; more wait in phase Pending."""
     triggers: list[Trigger] = Field(default_factory=list, max_length=MAX_TRIGGERS)
     """Events that start a run."""
+    schedules: list[Schedule] = Field(default_factory=list, max_length=MAX_SCHEDULES,
+                                      json_schema_extra=_keyed_by("name"))
+    """Cron schedules that start runs."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_SECONDS)
     """Seconds after which a finished run is deleted; default never."""
 
@@ -1064,6 +1122,40 @@ class TaskTypeStatus(Model):
     container and image, and the kubelet's or scheduler's message."""
 
 
+class ScheduleSkip(Model):
+    """A due time that started no run, and why."""
+
+    schedule_time: datetime
+    """The due time."""
+    reason: Literal["Forbidden", "Suspended", "DeadlineExceeded", "Superseded",
+                    "InputsFailed"]
+    """`Forbidden`: a run of the schedule was not finished (concurrencyPolicy Forbid);
+    `Suspended`: the schedule was suspended; `DeadlineExceeded`: the operator saw it later
+    than startingDeadlineSeconds allows (or, without a deadline, a later one was due too);
+    `Superseded`: Forbid or Replace started a later due time owed at the same moment;
+    `InputsFailed`: the run's inputs did not render (the expression's error is the
+    message)."""
+    message: str = Field(default="", max_length=1024)
+    """Detail: the unfinished run, or the range of due times missed."""
+
+
+class ScheduleStatus(Model):
+    """What the operator did with one schedule: the cursor it resumes from after a
+    restart."""
+
+    name: str
+    """Name of the schedule."""
+    last_schedule_time: datetime | None = None
+    """The latest due time that started a run (as a CronJob's)."""
+    last_run: str | None = None
+    """The run that due time started."""
+    next_schedule_time: datetime | None = None
+    """The next due time, recorded when the schedule is first seen: a due time that falls
+    while no operator runs is still owed (within startingDeadlineSeconds)."""
+    last_skipped: ScheduleSkip | None = None
+    """The latest due time that started no run."""
+
+
 class WorkflowStatus(Model):
     """Observed state of a Workflow."""
 
@@ -1080,6 +1172,8 @@ class WorkflowStatus(Model):
     shows only the first value of a list)."""
     active_runs: int | None = None
     """Runs of this Workflow in phase Running."""
+    schedules: list[ScheduleStatus] = Field(default_factory=list)
+    """One entry per schedule of spec.schedules, written by the operator's leader."""
 
 
 class Workflow(Model):

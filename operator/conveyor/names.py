@@ -28,6 +28,8 @@ FIELD_MANAGER: Final = "conveyor-operator"
 LABEL_WORKFLOW: Final = f"{GROUP}/workflow"
 LABEL_TASK_TYPE: Final = f"{GROUP}/task-type"
 LABEL_RUN: Final = f"{GROUP}/run"
+LABEL_SCHEDULE: Final = f"{GROUP}/schedule"  # a scheduled run's schedule
+ANNOTATION_SCHEDULE_TIME: Final = f"{GROUP}/schedule-time"  # its due time, RFC 3339 UTC
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 
 TASKS_EXCHANGE: Final = "conveyor.tasks"

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor import dag, names
+from conveyor import dag, names, schedules
 from conveyor.errors import ExpressionError, InvalidSpecError, Problem
 from conveyor.expr import MAX_EXPRESSIONS, OPEN, Template, compile_template, key_path
 from conveyor.metering import Meter
@@ -30,6 +30,7 @@ from conveyor.models import (
     LabelSelector,
     PodTemplate,
     Retry,
+    Schedule,
     Task,
     Trigger,
     WorkflowSpec,
@@ -84,6 +85,15 @@ class CompiledTrigger:
 
 
 @dataclass(frozen=True)
+class CompiledSchedule:
+    """A cron schedule (its policy is `conveyor.schedules.decide`'s) and its run inputs'
+    template on `schedule` (`name`, `time`)."""
+
+    spec: Schedule
+    inputs: Template
+
+
+@dataclass(frozen=True)
 class CompiledWorkflow:
     """Everything the engine needs from one Workflow generation."""
 
@@ -96,6 +106,7 @@ class CompiledWorkflow:
     deadline_ms: int | None
     max_active_runs: int | None
     triggers: tuple[CompiledTrigger, ...]
+    schedules: tuple[CompiledSchedule, ...] = ()
 
 
 def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> CompiledWorkflow:
@@ -104,6 +115,8 @@ def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> 
     problems += [p for i, t in enumerate(spec.task_types) if t.pod_template is not None
                  for p in pod_template_problems(t.pod_template,
                                                 f"spec.taskTypes[{i}].podTemplate")]
+    problems += [p for i, s in enumerate(spec.schedules)
+                 for p in schedules.problems(s, f"spec.schedules[{i}]")]
     if problems:
         raise InvalidSpecError(problems)
     declared = [(f"spec.tasks[{i}]", t, False) for i, t in enumerate(spec.tasks)]
@@ -120,6 +133,9 @@ def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> 
     outputs = compiler.template(spec.outputs, "spec.outputs")
     triggers = tuple(compiler.trigger(t, f"spec.triggers[{i}]")
                      for i, t in enumerate(spec.triggers))
+    compiled_schedules = tuple(
+        CompiledSchedule(s, compiler.template(s.inputs, f"spec.schedules[{i}].inputs"))
+        for i, s in enumerate(spec.schedules))
     if compiler.problems:
         raise InvalidSpecError(compiler.result())
     return CompiledWorkflow(
@@ -132,6 +148,7 @@ def compile_workflow(spec: WorkflowSpec, uid: str = "", generation: int = 0) -> 
         deadline_ms=spec.deadline_seconds * 1000 if spec.deadline_seconds else None,
         max_active_runs=spec.max_active_runs,
         triggers=triggers,
+        schedules=compiled_schedules,
     )
 
 

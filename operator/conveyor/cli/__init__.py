@@ -1,7 +1,7 @@
 """`conveyor` (also `kubectl conveyor`): run, watch, retry, lint and draw Workflows.
 
-One module per verb (`runs`, `submit`, `watch`, `lint`, `graph`, `publish`, `dlq`,
-`outputs`); `common` holds the exit codes and the single error a verb raises, `render` the
+One module per verb (`runs`, `submit`, `watch`, `lint`, `graph`, `publish`, `dlq`, `outputs`,
+`schedules`); `common` holds the exit codes and the single error a verb raises, `render` the
 output formats, `objectstore` the user's object store. Every failure a user can cause or meet
 (a missing run, no cluster, a bad input, the broker or the store down) ends as one line on
 stderr and a documented exit code (see `common`), never a traceback.
@@ -20,7 +20,7 @@ from conveyor.extras import MISSING_EXTRA, missing_extra
 # of a traceback.
 _missing: str | None = None
 try:
-    from conveyor.cli import dlq, graph, lint, outputs, publish, runs, submit, watch
+    from conveyor.cli import dlq, graph, lint, outputs, publish, runs, schedules, submit, watch
     from conveyor.cli.common import INTERRUPTED, CliError, Cluster
     from conveyor.cli.render import FORMATS
 except ModuleNotFoundError as error:
@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     runs.add_parsers(verbs, common, output)
     outputs.add_parser(verbs, common)
     watch.add_parser(verbs, common)
+    schedules.add_parser(verbs, common, output)
     lint.add_parser(verbs, output)
     graph.add_parser(verbs, common)
     publish.add_parser(verbs, amqp)

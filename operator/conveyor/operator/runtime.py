@@ -24,7 +24,7 @@ from conveyor.operator.runs.leasekeeping import LeaseKeeper
 from conveyor.operator.runs.storage import CONCURRENCY, RunStorage
 from conveyor.operator.settings import Settings
 from conveyor.operator.supervision import supervised
-from conveyor.operator.triggers import KafkaTriggers, TriggerRouter
+from conveyor.operator.triggers import KafkaTriggers, Scheduler, TriggerRouter
 from conveyor.operator.workflows import Workflows
 from conveyor.store import ObjectStore, Values
 
@@ -76,6 +76,7 @@ class Runtime:
         self.triggers = TriggerRouter(self.kube, self.workflows, self.pools, self.trigger_link,
                                       operator_queue(settings.instance, "triggers"),
                                       metrics=self.metrics)
+        self.scheduler = Scheduler(self.kube, self.workflows)
         self.health = Health(self.kube, self.metrics,
                              [("events", self.link), ("triggers", self.trigger_link)],
                              namespace=settings.namespaces[0] if settings.namespaces else None)
@@ -156,7 +157,8 @@ class Runtime:
         self._tasks = [loop.create_task(supervised("pools", self.pools.run)),
                        loop.create_task(supervised("leases", self.lease_keeper.run)),
                        loop.create_task(supervised("topology", self._keep_topology)),
-                       loop.create_task(supervised("api-probe", self.health.probe))]
+                       loop.create_task(supervised("api-probe", self.health.probe)),
+                       loop.create_task(supervised("schedules", self.scheduler.run))]
         await self._start_kafka(loop)
         self.health.starting = None
         log.info("Operator started broker=%s namespaces=%s queues=%s,%s",

@@ -1,5 +1,6 @@
 """What every trigger source shares: the run's deterministic name, and its creation, where a
-409 is the proof that an earlier delivery of the same event (or record) made it already."""
+409 is the proof that an earlier delivery of the same event (or record), or an earlier
+evaluation of the same due time, made it already."""
 
 from __future__ import annotations
 
@@ -47,12 +48,20 @@ async def start_run(kube: KubeApi, namespace: str, workflow: str, ident: str, *,
         workflow, inputs if isinstance(inputs, dict) else {"value": inputs}, name=name,
         labels={names.LABEL_WORKFLOW: workflow},
         annotations={f"{names.GROUP}/event-id": ident[:253], **annotations})
+    if not await create_run(kube, namespace, body):
+        log.info("Run exists for event run=%s/%s %s", namespace, name, described)
+        return False
+    log.info("Run created by trigger run=%s/%s %s", namespace, name, described)
+    return True
+
+
+async def create_run(kube: KubeApi, namespace: str, body: Mapping[str, Any]) -> bool:
+    """Create a run under its deterministic name; False when it exists already (the 409 is
+    the proof that an earlier attempt made it). Raises the other refusals as KubeError."""
     try:
         await kube.create_run(namespace, body)
     except KubeError as error:
         if error.conflict:
-            log.info("Run exists for event run=%s/%s %s", namespace, name, described)
             return False
         raise
-    log.info("Run created by trigger run=%s/%s %s", namespace, name, described)
     return True
