@@ -48,11 +48,11 @@ def test_an_async_function_and_a_one_argument_function():
     assert execute(definition(simple), {}, context()).outputs == {}
 
 
-class Declined(Exception):
+class DeclinedError(Exception):
     pass
 
 
-class Throttled(ConnectionError):
+class ThrottledError(ConnectionError):
     pass
 
 
@@ -72,15 +72,16 @@ def _raising(error: BaseException, **options: Any) -> TaskDefinition:
     (Retryable("busy"), {}, True),
     (NonRetryable("declined"), {}, False),
     (ConnectionError("refused"), {"retry_on": (ConnectionError, TimeoutError)}, True),
-    (Throttled("slow down"), {"retry_on": ConnectionError}, True),  # subclasses count
+    (ThrottledError("slow down"), {"retry_on": ConnectionError}, True),  # subclasses count
     (KeyError("sku"), {"retry_on": (ConnectionError,)}, False),
     (Retryable("busy"), {"retry_on": (ConnectionError,)}, True),  # said outright
-    (Declined("no"), {"non_retryable": Declined}, False),
-    (ConnectionError("refused"), {"non_retryable": (Declined,)}, True),
+    (DeclinedError("no"), {"non_retryable": DeclinedError}, False),
+    (ConnectionError("refused"), {"non_retryable": (DeclinedError,)}, True),
     (Retryable("busy"), {"non_retryable": (Exception,)}, True),
     (NonRetryable("no"), {"retry_on": (NonRetryable,)}, False),
     # non_retryable names the exceptions to retry_on's rule
-    (Throttled("slow down"), {"retry_on": ConnectionError, "non_retryable": Throttled}, False),
+    (ThrottledError("slow down"),
+     {"retry_on": ConnectionError, "non_retryable": ThrottledError}, False),
 ])
 def test_which_failures_may_be_retried(error: BaseException, options: dict[str, Any],
                                        retryable: bool):
@@ -93,9 +94,9 @@ def test_which_failures_may_be_retried(error: BaseException, options: dict[str, 
 def test_a_failure_names_its_exception_class_and_explicit_markers_keep_their_words():
     bug = execute(_raising(KeyError("sku")), {}, context())
     assert (bug.error, bug.error_type) == ("KeyError: 'sku'", "KeyError")
-    mine = execute(_raising(Declined("card declined")), {}, context())
-    assert mine.error_type == f"{__name__}.Declined"
-    assert mine.error == "Declined: card declined"
+    mine = execute(_raising(DeclinedError("card declined")), {}, context())
+    assert mine.error_type == f"{__name__}.DeclinedError"
+    assert mine.error == "DeclinedError: card declined"
     transient = execute(_raising(Retryable("gateway busy")), {}, context())
     assert (transient.error, transient.error_type) == (
         "gateway busy", "conveyor.worker.errors.Retryable")
