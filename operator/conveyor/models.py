@@ -1182,7 +1182,7 @@ class FailedAttempt(Model):
     finished_at: datetime
     """When the operator learned it had failed."""
     retried: bool
-    """Whether another attempt followed under the retry policy."""
+    """Whether the retry policy gave it another attempt (false: it failed the task)."""
 
 
 class TaskStatus(Model):

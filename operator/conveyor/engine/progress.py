@@ -61,6 +61,7 @@ class StoreTarget:
     def items_prefix(self, task: str, full: bool) -> str:
         return f"{self.full_prefix if full else self.prefix}{task}/items/"
 
+
 @dataclass(frozen=True, slots=True)
 class AttemptFailure:
     """One failed attempt as the status records it (times in engine milliseconds)."""
