@@ -8,7 +8,13 @@ import pytest
 from conveyor import engine
 from conveyor.engine.retrying import RETRIED, retried
 from conveyor.errors import InvalidStatusError
-from conveyor.models import MAX_ATTEMPT_MESSAGE, MAX_FAILED_ATTEMPTS, Retry, WorkflowRunStatus
+from conveyor.models import (
+    MAX_ATTEMPT_MESSAGE,
+    MAX_FAILED_ATTEMPTS,
+    Retry,
+    TaskEvent,
+    WorkflowRunStatus,
+)
 from unit.builders import compiled, task
 from unit.driving import Driver
 
@@ -185,3 +191,15 @@ def test_succeeded_attempts_leave_no_record() -> None:
     d.start()
     d.succeed("run-1/a/1")
     assert "failedAttempts" not in d.task("a")
+
+
+def test_a_failed_event_carries_its_reason_class_and_start_to_the_engine() -> None:
+    body = (b'{"v":1,"status":"failed","attemptId":"run-1/a/1","error":"lost","retryable":true,'
+            b'"reason":"Lost","errorType":"builtins.X","startedAt":"2023-11-14T22:13:19.5Z",'
+            b'"someFutureField":1}')
+    signal = engine.from_message(TaskEvent.model_validate_json(body))
+    assert signal == engine.TaskFailed("run-1/a/1", "lost", True, None, "Lost", "builtins.X",
+                                       1_700_000_000_000 - 500)
+    old = engine.from_message(TaskEvent.model_validate_json(
+        b'{"v":1,"status":"failed","attemptId":"run-1/a/1","error":"e","retryable":false}'))
+    assert old == engine.TaskFailed("run-1/a/1", "e", False)
