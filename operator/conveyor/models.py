@@ -33,6 +33,8 @@ MAX_DEPENDS_ON = 20
 MAX_TRIGGERS = 20
 MAX_SCHEDULES = 20
 MAX_EXPRESSION = 4096
+MAX_FAILED_ATTEMPTS = 5  # kept per task in its status, whatever the number of items
+MAX_ATTEMPT_MESSAGE = 200  # characters of an error kept in a failed attempt's record
 # Durations in seconds are at most ten years: the engine turns them into due times, and a due
 # time past year 9999 cannot be written to a status (it crashed the status write).
 MAX_SECONDS = 10 * 365 * 24 * 3600
@@ -900,11 +902,19 @@ class TaskType(Model):
     security settings, labels and annotations; an overlay on the pod the operator builds."""
 
 
+RetryPolicy = Literal["Always", "OnFailure", "OnTimeout", "Never"]
+
+
 class Retry(Model):
     """When and how often a failed attempt is retried."""
 
     limit: int = Field(default=0, ge=0, le=100)
     """Retries after the first attempt; 0 means a failure is final."""
+    policy: RetryPolicy = "Always"
+    """Which failures are retried: Always (any: the task raised, timed out or lost its
+    worker), OnFailure (raised or lost its worker, not timed out), OnTimeout (timed out only)
+    or Never. A failure the worker marks non-retryable (`NonRetryable`, `@task`'s
+    `non_retryable` or `retry_on`) is never retried."""
     backoff_seconds: float = Field(default=1, ge=0, le=MAX_SECONDS)
     """Delay before the first retry."""
     backoff_factor: float = Field(default=2, ge=1)
@@ -1246,6 +1256,29 @@ class ItemsStatus(Model):
     """Items past their first attempt or with a timer; the others are on attempt 1."""
 
 
+class FailedAttempt(Model):
+    """One attempt that failed, and why: kept for the latest few of a task."""
+
+    attempt: int = Field(ge=1)
+    """Its attempt number, from 1 (of its item, for a forEach task)."""
+    index: int | None = Field(default=None, ge=0)
+    """The forEach item it ran, if any."""
+    reason: str
+    """Why it ended: Error (the task raised), NonRetryable (the worker marked the failure
+    as final), Timeout (past timeoutSeconds), Lost (its workers were lost deliveryLimit
+    times) or OutputTooLarge."""
+    error_type: str | None = None
+    """The class of the exception the task raised, e.g. `ConnectionError`."""
+    message: str | None = None
+    """The error, cut to its first 200 characters."""
+    started_at: datetime | None = None
+    """When its worker started it, if the operator saw that."""
+    finished_at: datetime
+    """When the operator learned it had failed."""
+    retried: bool
+    """Whether the retry policy gave it another attempt (false: it failed the task)."""
+
+
 class TaskStatus(Model):
     """Progress of one task (or finally task) of the run."""
 
@@ -1254,7 +1287,8 @@ class TaskStatus(Model):
     phase: TaskPhase
     """Pending, Queued, Running, Retrying, Succeeded, Failed, Skipped or Cancelled."""
     reason: str | None = None
-    """Why the task ended as it did, e.g. UpstreamFailed, WhenFalse, OutputTooLarge."""
+    """Why the task ended as it did, e.g. UpstreamFailed, WhenFalse, OutputTooLarge, or
+    the reason its last attempt failed (Error, NonRetryable, Timeout, Lost)."""
     attempts: int = Field(default=0, ge=0)
     """Attempts dispatched (for forEach tasks, over all items)."""
     started_at: datetime | None = None
@@ -1273,6 +1307,9 @@ class TaskStatus(Model):
     """Outputs of the task; for forEach tasks the list of item outputs in item order."""
     items: ItemsStatus | None = None
     """Item progress of a forEach task."""
+    failed_attempts: list[FailedAttempt] = Field(default_factory=list)
+    """The latest attempts that failed (of any item, for a forEach task), oldest first: at
+    most 5, so the status stays small for any number of items."""
 
 
 class WorkflowRunStatus(Model):
@@ -1371,6 +1408,14 @@ class TaskEvent(MessageBody):
     """Error of a failed attempt."""
     retryable: bool = True
     """Whether a failed attempt may be retried under the task's retry policy."""
+    reason: str | None = None
+    """Why a failed attempt ended as the worker saw it: Error, NonRetryable or Lost (its
+    workers were lost deliveryLimit times); absent from older workers (then `retryable`
+    says Error or NonRetryable)."""
+    error_type: str | None = None
+    """The class of the exception that failed the attempt, e.g. `ConnectionError`."""
+    started_at: datetime | None = None
+    """When the worker began the attempt (failed events)."""
 
 
 class RunEvent(MessageBody):

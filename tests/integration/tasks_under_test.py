@@ -37,12 +37,14 @@ def crash(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-@task("flaky")
+@task("flaky", non_retryable=(LookupError,))
 def flaky(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if inputs.get("fail") == "retryable":
         raise Retryable("try again")
     if inputs.get("fail") == "bug":
         raise KeyError("missing")
+    if inputs.get("fail") == "refused":
+        raise ConnectionRefusedError("connection refused")
     return {"big": "x" * int(inputs.get("size", 0))}
 
 

@@ -188,6 +188,7 @@ def test_told_the_limit_the_last_delivery_is_reported_failed_instead_of_run_agai
     assert deaths == limit
     [failed] = events.with_status("failed", queue.run_uid)
     assert failed.retryable and f"lost {limit} times" in (failed.error or "")
+    assert failed.reason == "Lost"
     eventually(lambda: admin.inspect(queue.name).backlog == 0, 30, what="the task acked")
     assert worker.exited() is None  # the last worker lives: it did not run the task
     assert admin.inspect(queue.dead).backlog == 0
@@ -292,14 +293,21 @@ def test_failures_are_reported_with_their_class_and_metrics_count_outcomes(
             CONVEYOR_METRICS_ADDRESS="127.0.0.1", CONVEYOR_MAX_OUTPUT_BYTES="1000")
     wait_consuming(admin, queue, 1)
     messages = [queue.message(0, {"fail": "retryable"}), queue.message(1, {"fail": "bug"}),
-                queue.message(2, {"size": 5000}), queue.message(3, {"size": 10})]
+                queue.message(2, {"size": 5000}), queue.message(3, {"size": 10}),
+                queue.message(4, {"fail": "refused"})]
     publish_tasks(publisher, queue, messages)
-    eventually(lambda: len(events.finished(queue.run_uid)) == 4, 20, what="four outcomes")
+    eventually(lambda: len(events.finished(queue.run_uid)) == 5, 20, what="five outcomes")
     final = {e.attempt_id: e for e in events.all(queue.run_uid) if e.status != "started"}
-    retryable, bug, too_big, fine = (final[m.attempt_id] for m in messages)
-    assert (retryable.status, retryable.retryable, retryable.error) == (
-        "failed", True, "try again")
-    assert (bug.status, bug.retryable, bug.error) == ("failed", False, "KeyError: 'missing'")
+    retryable, bug, too_big, fine, refused = (final[m.attempt_id] for m in messages)
+    assert (retryable.status, retryable.retryable, retryable.error, retryable.reason) == (
+        "failed", True, "try again", "Error")
+    # The task's non_retryable names LookupError: its KeyError is final.
+    assert (bug.status, bug.retryable, bug.error, bug.reason, bug.error_type) == (
+        "failed", False, "KeyError: 'missing'", "NonRetryable", "KeyError")
+    assert bug.started_at is not None and bug.at is not None and bug.started_at <= bug.at
+    # Any other exception is retried under the task's retry policy.
+    assert (refused.retryable, refused.reason, refused.error_type) == (
+        True, "Error", "ConnectionRefusedError")
     assert too_big.status == "failed" and not too_big.retryable
     assert "OutputTooLarge" in (too_big.error or "")
     assert fine.status == "succeeded" and fine.outputs == {"big": "x" * 10}
@@ -313,9 +321,9 @@ def test_failures_are_reported_with_their_class_and_metrics_count_outcomes(
     expected = [
         'conveyor_worker_tasks_total{outcome="succeeded",task_type="flaky"} 1.0',
         'conveyor_worker_tasks_total{outcome="failed",task_type="flaky"} 2.0',
-        'conveyor_worker_tasks_total{outcome="retryable",task_type="flaky"} 1.0',
+        'conveyor_worker_tasks_total{outcome="retryable",task_type="flaky"} 2.0',
         'conveyor_worker_tasks_in_flight{task_type="flaky"} 0.0',
-        'conveyor_worker_task_duration_seconds_count{task_type="flaky"} 4.0',
+        'conveyor_worker_task_duration_seconds_count{task_type="flaky"} 5.0',
     ]
 
     def all_counted() -> bool:

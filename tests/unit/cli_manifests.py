@@ -39,6 +39,9 @@ CASES = [
     ("out-of-range", "- name: a\n  type: work\n  retry: {limit: 101}\n", 12, "admission",
      "spec.tasks[0].retry.limit: Invalid value: 101: spec.tasks[0].retry.limit in body should "
      "be less than or equal to 100"),
+    ("bad-retry-policy", "- name: a\n  type: work\n  retry: {limit: 2, policy: OnError}\n", 12,
+     "admission", 'spec.tasks[0].retry.policy: Unsupported value: "OnError": supported values: '
+     '"Always", "OnFailure", "OnTimeout", "Never"'),
     ("cycle", "- {name: a, type: work, dependsOn: [c]}\n- {name: b, type: work, dependsOn: [a]}\n"
      "- {name: c, type: work, dependsOn: [b]}\n", 10, "operator",
      "spec.tasks[0].dependsOn: dependency cycle: a -> c -> b -> a (each depends on the next)"),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from conveyor.models import TaskMessage
-from conveyor.worker import Retryable, TaskContext, task
+from conveyor.worker import NonRetryable, Retryable, TaskContext, task
 from conveyor.worker.executing import OutputCap, execute
 from conveyor.worker.registry import ATTRIBUTE, TaskDefinition
 
@@ -48,19 +48,68 @@ def test_an_async_function_and_a_one_argument_function():
     assert execute(definition(simple), {}, context()).outputs == {}
 
 
-def test_retryable_fails_retryably_and_anything_else_for_good():
-    def transient(inputs: dict[str, Any], ctx: TaskContext) -> None:
-        raise Retryable("gateway busy")
+class DeclinedError(Exception):
+    pass
 
-    def bug(inputs: dict[str, Any], ctx: TaskContext) -> None:
-        raise KeyError("sku")
 
-    retry = execute(definition(transient), {}, context())
-    assert (retry.status, retry.retryable, retry.error, retry.label) == (
-        "failed", True, "gateway busy", "retryable")
-    final = execute(definition(bug), {}, context())
-    assert (final.status, final.retryable, final.label) == ("failed", False, "failed")
-    assert final.error == "KeyError: 'sku'"
+class ThrottledError(ConnectionError):
+    pass
+
+
+def _raising(error: BaseException, **options: Any) -> TaskDefinition:
+    def handler(inputs: dict[str, Any], ctx: TaskContext) -> None:
+        raise error
+
+    found = getattr(task("kind", **options)(handler), ATTRIBUTE)
+    assert isinstance(found, TaskDefinition)
+    return found
+
+
+@pytest.mark.parametrize(("error", "options", "retryable"), [
+    (ConnectionError("refused"), {}, True),  # any failure: the retry policy decides
+    (KeyError("sku"), {}, True),
+    (SystemExit(3), {}, True),
+    (Retryable("busy"), {}, True),
+    (NonRetryable("declined"), {}, False),
+    (ConnectionError("refused"), {"retry_on": (ConnectionError, TimeoutError)}, True),
+    (ThrottledError("slow down"), {"retry_on": ConnectionError}, True),  # subclasses count
+    (KeyError("sku"), {"retry_on": (ConnectionError,)}, False),
+    (Retryable("busy"), {"retry_on": (ConnectionError,)}, True),  # said outright
+    (DeclinedError("no"), {"non_retryable": DeclinedError}, False),
+    (ConnectionError("refused"), {"non_retryable": (DeclinedError,)}, True),
+    (Retryable("busy"), {"non_retryable": (Exception,)}, True),
+    (NonRetryable("no"), {"retry_on": (NonRetryable,)}, False),
+    # non_retryable names the exceptions to retry_on's rule
+    (ThrottledError("slow down"),
+     {"retry_on": ConnectionError, "non_retryable": ThrottledError}, False),
+])
+def test_which_failures_may_be_retried(error: BaseException, options: dict[str, Any],
+                                       retryable: bool):
+    outcome = execute(_raising(error, **options), {}, context())
+    assert (outcome.status, outcome.retryable) == ("failed", retryable)
+    assert outcome.reason == ("Error" if retryable else "NonRetryable")
+    assert outcome.label == ("retryable" if retryable else "failed")
+
+
+def test_a_failure_names_its_exception_class_and_explicit_markers_keep_their_words():
+    bug = execute(_raising(KeyError("sku")), {}, context())
+    assert (bug.error, bug.error_type) == ("KeyError: 'sku'", "KeyError")
+    mine = execute(_raising(DeclinedError("card declined")), {}, context())
+    assert mine.error_type == f"{__name__}.DeclinedError"
+    assert mine.error == "DeclinedError: card declined"
+    transient = execute(_raising(Retryable("gateway busy")), {}, context())
+    assert (transient.error, transient.error_type) == (
+        "gateway busy", "conveyor.worker.errors.Retryable")
+    final = execute(_raising(NonRetryable()), {}, context())
+    assert final.error == "NonRetryable"
+
+
+@pytest.mark.parametrize("given", [ValueError("x"), (KeyError, "nope"), int])
+def test_retry_options_take_exception_classes_only(given: Any):
+    with pytest.raises(TypeError, match="retry_on"):
+        task("kind", retry_on=given)
+    with pytest.raises(TypeError, match="non_retryable"):
+        task("kind", non_retryable=given)
 
 
 @pytest.mark.parametrize(("returned", "message"), [
@@ -74,6 +123,8 @@ def test_outputs_must_be_a_small_json_object(returned: Any, message: str):
 
     outcome = execute(definition(handler), {}, context(), OutputCap(1024, "(SOME_SETTING)"))
     assert outcome.status == "failed" and not outcome.retryable
+    assert (outcome.reason, outcome.error_type) == (
+        "NonRetryable", "OutputTooLarge" if message == "OutputTooLarge" else "InvalidOutputs")
     assert message in (outcome.error or "")
 
 

@@ -31,6 +31,7 @@ Path_ = tuple[Segment, ...]
 SCHEMA_TYPES = {"int": "integer", "string": "string", "bool": "boolean", "float": "number",
                 "list": "array", "dict": "object", "model": "object", "model_attributes":
                 "object"}
+_LITERAL = re.compile(r"'([^']*)'")  # the values pydantic lists in a literal_error
 _SEGMENT = re.compile(r'([^.\[\]]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
 
 
@@ -101,6 +102,11 @@ def schema_message(kind: str, field: str, value: Any, ctx: dict[str, Any], fallb
         expected = SCHEMA_TYPES[kind.removesuffix("_type")]
         return (f'{field}: Invalid value: "{actual}": {field} in body must be of type '
                 f'{expected}: "{actual}"')
+    if kind == "literal_error":  # an enum of strings
+        if not isinstance(value, str):
+            return schema_message("string_type", field, value, ctx, fallback)
+        supported = ", ".join(json.dumps(v) for v in _LITERAL.findall(ctx["expected"]))
+        return f"{field}: Unsupported value: {shown}: supported values: {supported}"
     if kind == "string_pattern_mismatch":
         return f"{field}: Invalid value: {shown}: {field} in body should match '{ctx['pattern']}'"
     if kind == "string_too_short":

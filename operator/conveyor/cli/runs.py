@@ -13,7 +13,7 @@ from conveyor import names
 from conveyor.cli import objectstore
 from conveyor.cli.common import NOT_FOUND, OK, CliError, Cluster, kube_failed
 from conveyor.cli.render import FORMATS, age, dump, table
-from conveyor.cli.watch import TERMINAL_RUN, Graph, frame, paint
+from conveyor.cli.watch import MESSAGE_WIDTH, TERMINAL_RUN, Graph, frame, paint
 from conveyor.kube import KubeError
 
 
@@ -42,6 +42,25 @@ def pools_table(workflow: dict[str, Any] | None, *, troubled_only: bool) -> str 
                  [[p.get("name"), p.get("replicas", 0), p.get("readyReplicas", 0),
                    p.get("backlog", 0), p.get("inFlight", 0), p.get("reason", ""),
                    p.get("message", "")] for p in pools])
+
+
+def attempts_table(run: dict[str, Any]) -> str | None:
+    """The failed attempts the run's status keeps (the latest of each task), each with why
+    it failed and whether another followed; None when no attempt failed."""
+    rows = []
+    for task in (run.get("status") or {}).get("tasks") or []:
+        for failed in task.get("failedAttempts") or []:
+            item = f"[{failed['index']}]" if failed.get("index") is not None else ""
+            message = failed.get("message") or ""
+            rows.append([f"{task['name']}{item}", failed.get("attempt"), failed.get("reason"),
+                         failed.get("errorType", ""), failed.get("finishedAt", ""),
+                         "yes" if failed.get("retried") else "no",
+                         message if len(message) <= MESSAGE_WIDTH
+                         else message[: MESSAGE_WIDTH - 3] + "..."])
+    if not rows:
+        return None
+    return table(["FAILED ATTEMPT", "#", "REASON", "ERROR TYPE", "FINISHED", "RETRIED",
+                  "MESSAGE"], rows)
 
 
 def workflow_view(workflow: dict[str, Any]) -> str:
@@ -83,6 +102,9 @@ def run_get(args: argparse.Namespace, cluster: Cluster) -> int:
     except KubeError:
         graph = Graph()  # the table still reads well without the dependencies
     print(paint(frame(run, graph, time.time()), colour=False))
+    attempts = attempts_table(run)
+    if attempts is not None:  # why each attempt failed, and whether it was retried
+        print(f"\n{attempts}")
     pools = pools_table(found, troubled_only=True)
     if pools is not None:  # why its tasks may wait: the pods of a pool cannot run
         print(f"\n{pools}")
@@ -181,4 +203,4 @@ def add_parsers(verbs: argparse._SubParsersAction[Any], common: argparse.Argumen
     cancel.set_defaults(handler=run_cancel)
 
 
-__all__ = ["FORMATS", "add_parsers", "fetch", "pools_table", "workflow_view"]
+__all__ = ["FORMATS", "add_parsers", "attempts_table", "fetch", "pools_table", "workflow_view"]

@@ -6,6 +6,8 @@ Its public face, all a caller needs:
     rules       new_run, seed, admit, apply: (progress, signal, now) -> actions, stating
                 the rules; `stepping` (one signal) and `tasks` (what happens to tasks)
                 carry them out
+    retrying    whether a failed attempt is retried (retry.policy by why it failed), and
+                the record of it in status.tasks[].failedAttempts
     status      to_status / from_status: progress to the WorkflowRun status and back
     signals     what the engine is told: Start, Cancel, Tick, Task* reports of workers,
                 TaskLost (the operator found an attempt's message gone)

@@ -13,10 +13,12 @@ dispatched in index order, so the instances never dispatched are always a suffix
 
 import heapq
 import json
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.models import MAX_FAILED_ATTEMPTS
 from conveyor.names import attempt_id
 from conveyor.stored import items_ref, refs_in
 from conveyor.workflow import CompiledTask, CompiledWorkflow
@@ -35,8 +37,11 @@ WHEN_FALSE = "WhenFalse"
 OUTPUT_TOO_LARGE = "OutputTooLarge"
 EXPRESSION_ERROR = "ExpressionError"
 INVALID_FOR_EACH = "InvalidForEach"
+# ... and why an attempt failed (a FailedAttempt's reason; the task's when it was the last).
 TIMEOUT = "Timeout"
-ERROR = "Error"
+ERROR = "Error"  # the task raised, retryable
+NON_RETRYABLE = "NonRetryable"  # the worker marked the failure final
+LOST = "Lost"  # its workers were lost deliveryLimit times
 CANCELLED_REASON = "Cancelled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 REUSED = "Reused"  # Succeeded in an earlier run; its outputs came with spec.reuse
@@ -55,6 +60,21 @@ class StoreTarget:
 
     def items_prefix(self, task: str, full: bool) -> str:
         return f"{self.full_prefix if full else self.prefix}{task}/items/"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailure:
+    """One failed attempt as the status records it (times in engine milliseconds)."""
+
+    attempt: int
+    index: int | None
+    reason: str
+    error_type: str | None
+    message: str | None
+    started_at: int | None
+    finished_at: int
+    retried: bool
+
 
 # Timer kinds, in the order timers due at the same instant are handled.
 DEADLINE_TIMER, RETRY_TIMER, TIMEOUT_TIMER = 0, 1, 2
@@ -80,6 +100,7 @@ class TaskState:
         "chunks",
         "due",
         "failed_items",
+        "failures",
         "finished_at",
         "fixed_ref",
         "has_refs",
@@ -123,6 +144,8 @@ class TaskState:
         self.active = 0  # instances queued, running or waiting to retry
         self.succeeded = 0
         self.failed_items = 0
+        # The latest failed attempts, over all instances (MAX_FAILED_ATTEMPTS of them).
+        self.failures: deque[AttemptFailure] = deque(maxlen=MAX_FAILED_ATTEMPTS)
         self.out_bytes = 0  # size of the outputs held, against the task's cap
         # With a store, a forEach task's item outputs go there in chunks, not to the status:
         # `unstored` holds those not yet taken into a chunk, `taken` those being written.

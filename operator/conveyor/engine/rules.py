@@ -11,8 +11,10 @@ The rules (DESIGN.md §2):
 - `forEach` is evaluated once ready and must yield a list; items are dispatched in index order,
   at most `maxParallel` in flight (waiting to retry counts as in flight). The first item that
   fails for good fails the task and abandons the others. Outputs are item outputs in order.
-- A failed attempt is retried while `retryable` and attempts remain, after an exponential,
-  capped backoff; an attempt that outlives `timeoutSeconds` after its start fails, retryable.
+- A failed attempt is retried while `retry.policy` retries why it failed (Error, Lost,
+  Timeout; never NonRetryable: retrying.py) and attempts remain, after an exponential, capped
+  backoff; an attempt that outlives `timeoutSeconds` after its start fails with Timeout.
+  The latest failed attempts of each task are kept in its status, each with its reason.
 - finally tasks start when every main task is terminal, and see `run.failed`.
 - The run ends when every task is terminal: Failed if any task failed, else Succeeded with
   its outputs evaluated. The deadline fails it; cancel cancels it. Neither runs finally tasks:

@@ -55,12 +55,18 @@ class TaskSucceeded:
 
 @dataclass(frozen=True, slots=True)
 class TaskFailed:
-    """The attempt raised; `retryable` says whether the retry policy applies."""
+    """The attempt failed at its worker; `retryable` says whether the retry policy applies,
+    `reason` why it failed as the worker saw it (Error, NonRetryable, Lost; None from older
+    workers), `error_type` the exception's class, `started_at` when the worker began it
+    (epoch milliseconds)."""
 
     attempt_id: str
     error: str = ""
     retryable: bool = True
     worker: str | None = None
+    reason: str | None = None
+    error_type: str | None = None
+    started_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +116,7 @@ def from_message(message: TaskEvent) -> AttemptSignal:
         return TaskHeartbeat(message.attempt_id, message.worker)
     if message.status == "succeeded":
         return TaskSucceeded(message.attempt_id, message.outputs, message.worker)
-    return TaskFailed(message.attempt_id, message.error or "", message.retryable, message.worker)
+    started = message.started_at
+    return TaskFailed(message.attempt_id, message.error or "", message.retryable, message.worker,
+                      message.reason, message.error_type,
+                      None if started is None else round(started.timestamp() * 1000))

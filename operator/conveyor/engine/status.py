@@ -33,6 +33,7 @@ from conveyor.engine.progress import (
     TERMINAL,
     TIMEOUT_TIMER,
     UPSTREAM_FAILED,
+    AttemptFailure,
     RunState,
     StoreTarget,
     TaskState,
@@ -175,7 +176,34 @@ def _task_status(task: TaskState) -> dict[str, Any]:
         if end or task.phase == "Succeeded":
             entry["outputs"] = held[:end]
         entry["items"] = _items_status(task)
+    if task.failures:
+        entry["failedAttempts"] = [_failure_status(f) for f in task.failures]
     return entry
+
+
+def _failure_status(failure: AttemptFailure) -> dict[str, Any]:
+    entry: dict[str, Any] = {"attempt": failure.attempt}
+    if failure.index is not None:
+        entry["index"] = failure.index
+    entry["reason"] = failure.reason
+    if failure.error_type is not None:
+        entry["errorType"] = failure.error_type
+    if failure.message is not None:
+        entry["message"] = failure.message
+    if failure.started_at is not None:
+        entry["startedAt"] = format_time(failure.started_at)
+    entry["finishedAt"] = format_time(failure.finished_at)
+    entry["retried"] = failure.retried
+    return entry
+
+
+def _failure(entry: dict[str, Any]) -> AttemptFailure:
+    index = entry.get("index")
+    return AttemptFailure(
+        attempt=int(entry["attempt"]), index=None if index is None else int(index),
+        reason=str(entry["reason"]), error_type=entry.get("errorType"),
+        message=entry.get("message"), started_at=_time(entry.get("startedAt")),
+        finished_at=parse_time(entry["finishedAt"]), retried=bool(entry["retried"]))
 
 
 def _items_status(task: TaskState) -> dict[str, Any]:
@@ -256,6 +284,7 @@ def _rebuild_task(run: RunState, task: TaskState, entry: dict[str, Any]) -> None
     task.attempts = entry.get("attempts", 0)
     task.started_at = _time(entry.get("startedAt"))
     task.finished_at = _time(entry.get("finishedAt"))
+    task.failures.extend(_failure(f) for f in entry.get("failedAttempts", []))
     if spec.for_each is None:
         _rebuild_plain(run, task, entry)
     elif "items" in entry:

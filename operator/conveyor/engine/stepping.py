@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.engine import actions as act
+from conveyor.engine import retrying
 from conveyor.engine import signals as sig
 from conveyor.engine.progress import (
     CANCELLED_REASON,
     DEADLINE_EXCEEDED,
     DEADLINE_TIMER,
-    ERROR,
     QUEUED,
     RETRY_TIMER,
     RETRYING,
@@ -121,8 +121,10 @@ class Step(TaskSteps):
         if isinstance(event, sig.TaskSucceeded):
             self.succeed(task, i, event.outputs, event.worker)
         elif isinstance(event, sig.TaskFailed):
-            self.attempt_failed(task, i, event.error, event.retryable, reason=ERROR,
-                                worker=event.worker)
+            self.attempt_failed(task, i, event.error,
+                                reason=retrying.worker_reason(event.retryable, event.reason),
+                                worker=event.worker, error_type=event.error_type,
+                                started_at=event.started_at)
         elif isinstance(event, sig.TaskLost):
             self.redispatch(task, i)
         elif task.phases[i] == QUEUED:  # started, or a heartbeat whose start was missed
@@ -144,9 +146,10 @@ class Step(TaskSteps):
             if kind == RETRY_TIMER:
                 self.retry(task, index, attempt, task.due.pop(index))
             else:
-                seconds = (task.spec.timeout_ms or 0) // 1000
-                self.attempt_failed(task, index, f"attempt {attempt} timed out after {seconds}s",
-                                    True, reason=TIMEOUT, worker=None)
+                timeout = task.spec.timeout_ms or 0
+                self.attempt_failed(task, index,
+                                    f"attempt {attempt} timed out after {timeout // 1000}s",
+                                    reason=TIMEOUT, worker=None, started_at=timer[0] - timeout)
             self.settle()
 
     # --- tasks ended, dependents told ----------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.engine import actions as act
+from conveyor.engine import retrying
 from conveyor.engine.pages import PAGE_ITEMS, PagedItems
 from conveyor.engine.progress import (
     ACTIVE,
@@ -108,7 +109,7 @@ class TaskSteps:
         elif not offloaded and self.run.out_bytes + size > RUN_OUTPUTS_LIMIT:
             too_large = f"outputs exceed the run's {RUN_OUTPUTS_LIMIT}-byte limit: {NO_STORE}"
         if too_large is not None:
-            self.attempt_failed(task, i, too_large.strip(), False, reason=OUTPUT_TOO_LARGE,
+            self.attempt_failed(task, i, too_large.strip(), reason=OUTPUT_TOO_LARGE,
                                 worker=worker)
             return
         self.changed = True
@@ -129,14 +130,21 @@ class TaskSteps:
         else:
             self.fill(task)
 
-    def attempt_failed(self, task: TaskState, i: int, error: str, retryable: bool, *,
-                       reason: str, worker: str | None) -> None:
+    def attempt_failed(self, task: TaskState, i: int, error: str, *, reason: str,
+                       worker: str | None, error_type: str | None = None,
+                       started_at: int | None = None) -> None:
+        """The current attempt of instance `i` failed for `reason`: recorded, and retried
+        after its backoff if the task's retry policy says so (retrying.py), else final."""
         self.changed = True
         attempt = task.attempt_of[i]
         plain = task.spec.for_each is None
         if plain:
             task.worker = worker or task.worker
-        if retryable and attempt <= task.spec.retry.limit:
+        retry = task.spec.retry
+        again = retrying.retried(retry, reason, attempt)
+        retrying.record(task, i, reason, error, error_type=error_type, started_at=started_at,
+                        now=self.now, retried=again)
+        if again:
             due = self.now + task.spec.backoff_ms(attempt)
             task.phases[i] = RETRYING
             task.due[i] = due
@@ -152,7 +160,9 @@ class TaskSteps:
         task.failed_items += 1
         times = "1 attempt" if attempt == 1 else f"{attempt} attempts"
         where = "" if plain else f"item {i} "
-        self.fail(task, reason, f"{where}failed after {times}: {error}")
+        refusal = retrying.refusal(retry, reason, attempt)
+        why = "" if refusal is None else f" ({refusal})"
+        self.fail(task, reason, f"{where}failed after {times}{why}: {error}")
 
     # --- tasks ---------------------------------------------------------------------------
 

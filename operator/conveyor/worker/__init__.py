@@ -1,12 +1,13 @@
 """The worker SDK: write tasks as functions, serve them with `conveyor-worker`.
 
-    from conveyor.worker import Retryable, task
+    from conveyor.worker import NonRetryable, task
 
-    @task("inventory")
+    @task("inventory", non_retryable=(KeyError,))
     def reserve(inputs: dict, ctx) -> dict:
-        if inventory_busy():
-            raise Retryable("inventory service busy")      # retried per the task's policy
-        return {"reserved": inputs["sku"], "key": ctx.idempotency_key}
+        if inputs["quantity"] <= 0:
+            raise NonRetryable("quantity must be positive")  # final, whatever the policy
+        return {"reserved": reserve_at_the_store(inputs["sku"]),   # ConnectionError: retried
+                "key": ctx.idempotency_key}
 
 `conveyor-worker --module shop.tasks` consumes the queue in CONVEYOR_QUEUE and runs the task
 type in CONVEYOR_TASK_TYPE; see docs/workers.md.
@@ -15,10 +16,11 @@ type in CONVEYOR_TASK_TYPE; see docs/workers.md.
 from collections.abc import Sequence
 
 from conveyor.worker.context import TaskContext
-from conveyor.worker.errors import Retryable, WorkerConfigError
+from conveyor.worker.errors import NonRetryable, Retryable, WorkerConfigError
 from conveyor.worker.registry import TaskDefinition, task
 
-__all__ = ["Retryable", "TaskContext", "TaskDefinition", "WorkerConfigError", "main", "task"]
+__all__ = ["NonRetryable", "Retryable", "TaskContext", "TaskDefinition", "WorkerConfigError",
+           "main", "task"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

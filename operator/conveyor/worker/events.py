@@ -24,6 +24,7 @@ from conveyor.broker import BrokerError, Link, LinkClosedError, UnroutableError
 from conveyor.broker.codec import encode_event
 from conveyor.broker.confirms import Confirmation
 from conveyor.models import TaskEvent, TaskMessage
+from conveyor.worker.executing import Outcome
 
 log = logging.getLogger("conveyor.worker")
 
@@ -43,13 +44,20 @@ class EventSender:
         self._worker = worker
 
     def send(self, message: TaskMessage, status: Status, on_confirmed: Callable[[], None], *,
-             outputs: dict[str, Any] | None = None, error: str | None = None,
-             retryable: bool = True, progress: str | None = None) -> None:
-        """Publish the event; call `on_confirmed` (on the link's I/O thread) once the broker
-        confirmed it, however many sends that takes. Never called if the link closes first."""
+             outcome: Outcome | None = None, started: datetime | None = None,
+             progress: str | None = None) -> None:
+        """Publish the event (a final one carries `outcome`; a failure also when the attempt
+        `started`); call `on_confirmed` (on the link's I/O thread) once the broker confirmed
+        it, however many sends that takes. Never called if the link closes first."""
+        final: dict[str, Any] = {}
+        if outcome is not None:
+            final = {"outputs": outcome.outputs, "error": outcome.error,
+                     "retryable": outcome.retryable}
+            if outcome.status == "failed":
+                final.update(reason=outcome.reason, error_type=outcome.error_type,
+                             started_at=started)
         event = TaskEvent(status=status, attempt_id=message.attempt_id, worker=self._worker,
-                          at=datetime.now(UTC), outputs=outputs, error=error,
-                          retryable=retryable)
+                          at=datetime.now(UTC), **final)
         # started/succeeded/failed happen once per delivery of an attempt: a stable id lets a
         # consumer spot the copy a resend makes. Heartbeats repeat, so theirs is unique.
         message_id = f"{message.attempt_id}:{status}"

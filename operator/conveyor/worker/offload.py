@@ -24,7 +24,7 @@ from conveyor.store.loading import MAX_OBJECT_ENV, Blobs, Values
 from conveyor.store.values import attempt_key, run_prefix
 from conveyor.stored import is_ref, refs_in
 from conveyor.worker.context import TaskContext
-from conveyor.worker.executing import Outcome, OutputCap, execute, failed
+from conveyor.worker.executing import Outcome, OutputCap, execute, failed, type_name
 from conveyor.worker.registry import TaskDefinition
 from conveyor.worker.settings import WorkerSettings
 
@@ -77,7 +77,9 @@ class Offload:
         except OffloadFailed as failure:
             log.warning("Failed to read inputs attempt=%s error=%s", message.attempt_id,
                         failure)
-            return failed(str(failure), failure.retryable)
+            cause = failure.__cause__
+            return failed(str(failure), failure.retryable,
+                          error_type=None if cause is None else type_name(type(cause)))
         return self.outputs(message, execute(definition, inputs, ctx, self.cap))
 
     # -- inputs --------------------------------------------------------------------------
@@ -127,7 +129,7 @@ class Offload:
             log.warning("Failed to store outputs attempt=%s at=%s retryable=%s error=%s",
                         message.attempt_id, where, retryable, error)
             return failed(f"cannot store outputs at {where}: {error}", retryable,
-                          outcome.duration)
+                          outcome.duration, error_type=type_name(type(error)))
         log.info("Stored outputs attempt=%s at=s3://%s/%s size=%d", message.attempt_id,
                  ref["$ref"]["store"], ref["$ref"]["key"], ref["$ref"]["size"])
         return dataclasses.replace(outcome, outputs=ref)

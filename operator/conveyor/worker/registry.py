@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from conveyor.worker.errors import WorkerConfigError
+from conveyor.worker.errors import NonRetryable, Retryable, WorkerConfigError
 
 ATTRIBUTE = "__conveyor_task__"
 TASK_TYPE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -30,16 +30,42 @@ class TaskDefinition:
     is_async: bool
     takes_context: bool
     """Whether the function takes `ctx` after `inputs` (one-argument functions do not)."""
+    retry_on: tuple[type[BaseException], ...] | None = None
+    """The exception types whose failures may be retried; None: any."""
+    non_retryable: tuple[type[BaseException], ...] = ()
+    """The exception types whose failures are final."""
+
+    def retries(self, error: BaseException) -> bool:
+        """Whether a failure by `error` may be retried under the task's retry policy:
+        `NonRetryable` never, `Retryable` always, else as `non_retryable` and `retry_on`
+        say (non_retryable first: it names the exceptions to a rule `retry_on` states)."""
+        if isinstance(error, NonRetryable):
+            return False
+        if isinstance(error, Retryable):
+            return True
+        if isinstance(error, self.non_retryable):
+            return False
+        return self.retry_on is None or isinstance(error, self.retry_on)
 
     @property
     def qualified_name(self) -> str:
         return f"{self.function.__module__}.{self.function.__qualname__}"
 
 
-def task(task_type: str) -> Callable[[F], F]:
-    """Declare `function(inputs, ctx)` (plain or async) as the handler of `task_type`."""
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+
+
+def task(task_type: str, *, retry_on: ExceptionTypes | None = None,
+         non_retryable: ExceptionTypes = ()) -> Callable[[F], F]:
+    """Declare `function(inputs, ctx)` (plain or async) as the handler of `task_type`.
+
+    Any exception it raises fails the attempt, retried under the task's retry policy;
+    `retry_on` (a type or a tuple, as `except` takes them) retries only those, and
+    `non_retryable` never retries those. `Retryable` and `NonRetryable` say so outright."""
     if not TASK_TYPE.match(task_type):
         raise ValueError(f"task type {task_type!r} is not a DNS-1123 label")
+    retried = None if retry_on is None else _exception_types("retry_on", retry_on)
+    final = _exception_types("non_retryable", non_retryable)
 
     def mark(function: F) -> F:
         positional = [
@@ -52,11 +78,23 @@ def task(task_type: str) -> Callable[[F], F]:
             is_async=inspect.iscoroutinefunction(function),
             takes_context=len(positional) >= 2 or any(
                 p.kind is p.VAR_POSITIONAL for p in positional),
+            retry_on=retried,
+            non_retryable=final,
         )
         setattr(function, ATTRIBUTE, definition)
         return function
 
     return mark
+
+
+def _exception_types(option: str, given: object) -> tuple[type[BaseException], ...]:
+    """`given` as a tuple of exception classes; TypeError naming `option` if it is not."""
+    checked: list[type[BaseException]] = []
+    for each in given if isinstance(given, tuple) else (given,):
+        if not (isinstance(each, type) and issubclass(each, BaseException)):
+            raise TypeError(f"@task({option}=...) takes exception classes, not {each!r}")
+        checked.append(each)
+    return tuple(checked)
 
 
 def discover(module: ModuleType) -> dict[str, TaskDefinition]:

@@ -46,7 +46,7 @@ from conveyor.broker.codec import (
 from conveyor.models import TaskMessage
 from conveyor.worker.context import TaskContext
 from conveyor.worker.events import EventSender, Status
-from conveyor.worker.executing import Outcome
+from conveyor.worker.executing import LOST, Outcome, failed
 from conveyor.worker.metrics import Metrics
 from conveyor.worker.offload import Offload
 from conveyor.worker.registry import TaskDefinition
@@ -199,9 +199,9 @@ class Worker:
             # crash, a kill, an OOM). Run once more, it would most likely take this worker
             # too, and the message would go to the dead-letter queue with nobody told; so
             # the operator is told it failed, and its retry policy decides.
-            outcome = Outcome("failed", retryable=True, error=(
-                f"the workers that took this attempt were lost {returned} times (the task "
-                f"type's deliveryLimit is {limit}); not run again"))
+            outcome = failed(f"the workers that took this attempt were lost {returned} "
+                             f"times (the task type's deliveryLimit is {limit}); not run again",
+                             True, reason=LOST)
         else:
             outcome = self._offload.attempt(self._definition, message, ctx)
         if not self._holds(job):
@@ -233,10 +233,7 @@ class Worker:
             log.info("Sent heartbeat attempt=%s progress=%s", job.message.attempt_id, progress)
         self._events.send(
             job.message, status, lambda: self._confirmed(job),
-            outputs=outcome.outputs if outcome else None,
-            error=outcome.error if outcome else None,
-            retryable=outcome.retryable if outcome else True,
-            progress=progress,
+            outcome=outcome, started=job.ctx.started if job.ctx else None, progress=progress,
         )
 
     def _confirmed(self, job: _Job) -> None:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from conveyor.store import ObjectStore, StoreSettings
-from conveyor.worker import Retryable, TaskContext, task
+from conveyor.worker import NonRetryable, Retryable, TaskContext, task
 
 
 def _record(ctx: TaskContext, outcome: str) -> None:
@@ -24,8 +24,8 @@ def _record(ctx: TaskContext, outcome: str) -> None:
 
 
 def _behave(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Sleeps `seconds`, fails when `fail` says so (`always`, or the first N attempts),
-    returns `echo`."""
+    """Sleeps `seconds`, fails when `fail` says so (`always`, or the first N attempts) with
+    Retryable, raises the exception `raise` names (of RAISED), returns `echo`."""
     seconds = float(inputs.get("seconds", 0))
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -34,8 +34,16 @@ def _behave(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if fail == "always" or (isinstance(fail, int) and ctx.attempt <= fail):
         _record(ctx, "failed")
         raise Retryable(f"failed on purpose (attempt {ctx.attempt})")
+    raised = inputs.get("raise")
+    if raised is not None:  # as a task's own code fails: a plain exception, or a marked one
+        _record(ctx, "failed")
+        raise RAISED[raised](f"raised on purpose (attempt {ctx.attempt})")
     _record(ctx, "succeeded")
     return {"echo": inputs.get("echo"), "attempt": ctx.attempt}
+
+
+RAISED: dict[str, type[Exception]] = {"ConnectionError": ConnectionError,
+                                      "NonRetryable": NonRetryable, "ValueError": ValueError}
 
 
 @task("work")
@@ -45,6 +53,12 @@ def work(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 @task("other")
 def other(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    return _behave(inputs, ctx)
+
+
+@task("picky", retry_on=(TimeoutError,))
+def picky(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """`work` whose worker retries only a TimeoutError: any other exception is final."""
     return _behave(inputs, ctx)
 
 
