@@ -1138,13 +1138,16 @@ class ScheduleSkip(Model):
     schedule_time: datetime
     """The due time."""
     reason: Literal["Forbidden", "Suspended", "DeadlineExceeded", "Superseded",
-                    "InputsFailed"]
+                    "InputsFailed", "Refused", "NameTaken"]
     """`Forbidden`: a run of the schedule was not finished (concurrencyPolicy Forbid);
     `Suspended`: the schedule was suspended; `DeadlineExceeded`: the operator saw it later
     than startingDeadlineSeconds allows (or, without a deadline, a later one was due too);
     `Superseded`: Forbid or Replace started a later due time owed at the same moment;
     `InputsFailed`: the run's inputs did not render (the expression's error is the
-    message)."""
+    message); `Refused`: the API server refused to create the run for good (a 4xx other than
+    a conflict: its answer is the message); `NameTaken`: a WorkflowRun of the due time's name
+    exists that this schedule did not start (another Workflow's schedule whose names join to
+    the same run name)."""
     message: str = Field(default="", max_length=1024)
     """Detail: the unfinished run, or the range of due times missed."""
 

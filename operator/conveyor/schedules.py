@@ -43,7 +43,7 @@ FIELDS = 5
 FINISHED = {"Succeeded": "successful", "Failed": "failed", "Cancelled": "failed"}
 
 SkipReason = Literal["Forbidden", "Suspended", "DeadlineExceeded", "Superseded",
-                     "InputsFailed"]
+                     "InputsFailed", "Refused", "NameTaken"]
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,9 @@ def decide(schedule: Schedule, after: datetime | None, now: datetime,
     skipped: list[Skip] = []
     if missed is not None:
         skipped.append(missed)
-    unfinished = [r for r in runs if r.phase not in FINISHED]
+    # A run of an owed due time is that due time's own (made before a crash kept the cursor
+    # from moving): it is started, not in the way of starting it.
+    unfinished = [r for r in runs if r.phase not in FINISHED and r.schedule_time not in owed]
     start = owed
     replaced: list[ScheduledRun] = []
     if owed and schedule.suspend:

@@ -40,8 +40,8 @@ def test_rows_show_the_next_time_in_the_zone_and_the_last_run() -> None:
     assert found[0]["next"] == "2026-12-02T12:05:00+00:00"
     assert found[1]["next"] is None
     shown = view(found, NOW)
-    assert "2026-12-02 17:35 +0530 (in 4m)" in shown  # 12:05 UTC, in Kolkata's time
-    assert "2026-12-02 17:25 +0530 (5m ago)" in shown
+    assert "2026-12-02 17:35 +0530 (in 4m30s)" in shown  # 12:05 UTC, in Kolkata's time
+    assert "2026-12-02 17:25 +0530 (5m30s ago)" in shown
     assert "wf-kolkata-202612021155" in shown
     assert "Forbidden" in shown
     off = shown.splitlines()[2]

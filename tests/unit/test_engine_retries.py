@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from conveyor import engine
-from conveyor.engine.retrying import RETRIED, retried
+from conveyor.engine.retrying import RETRIED, retried, worker_reason
 from conveyor.errors import InvalidStatusError
 from conveyor.models import (
     MAX_ATTEMPT_MESSAGE,
@@ -203,3 +203,16 @@ def test_a_failed_event_carries_its_reason_class_and_start_to_the_engine() -> No
     old = engine.from_message(TaskEvent.model_validate_json(
         b'{"v":1,"status":"failed","attemptId":"run-1/a/1","error":"e","retryable":false}'))
     assert old == engine.TaskFailed("run-1/a/1", "e", False)
+
+
+@pytest.mark.parametrize(("retryable", "said", "reason"), [
+    (True, None, "Error"), (False, None, "NonRetryable"),  # an older worker: no reason
+    (True, "Lost", "Lost"), (True, "Error", "Error"),
+    (False, "OutputTooLarge", "OutputTooLarge"), (False, "NonRetryable", "NonRetryable"),
+    (False, "Lost", "NonRetryable"),  # `retryable` rules over a reason that contradicts it
+    (True, "OutputTooLarge", "Error"), (True, "SomethingNew", "Error"),
+    (False, "SomethingNew", "NonRetryable"),
+])
+def test_the_reason_a_worker_reports_is_read_within_what_retryable_allows(
+        retryable: bool, said: str | None, reason: str) -> None:
+    assert worker_reason(retryable, said) == reason

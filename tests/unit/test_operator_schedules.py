@@ -11,6 +11,7 @@ from typing import Any
 
 from conveyor import names
 from conveyor.kube import KubeError
+from conveyor.manifests import scheduled_run
 from conveyor.operator.triggers import Scheduler
 from conveyor.operator.triggers.schedules import RETRY_SECONDS
 from conveyor.operator.workflows import Workflows
@@ -18,6 +19,7 @@ from unit.fakes import NAMESPACE, WORKFLOW, FakeKube, until, workflow_body, work
 
 RUNS = names.RUN_PLURAL
 START = datetime(2026, 12, 2, 12, 0, 30, tzinfo=UTC)
+MINUTE_1 = datetime(2026, 12, 2, 12, 1, tzinfo=UTC)
 
 
 class Clock:
@@ -124,11 +126,64 @@ def test_a_run_that_exists_already_counts_as_started() -> None:
     async def scenario() -> None:
         bed = Bed({"name": "s", "cron": "* * * * *"})
         await bed.scheduler.tick()
-        await bed.kube.create_run(NAMESPACE, {"metadata": {"name": "wf-s-202612021201"}})
+        await bed.kube.create_run(NAMESPACE, scheduled_run(WORKFLOW, "s", MINUTE_1, {}))
         bed.clock.at(1)
         await bed.scheduler.tick()
         assert bed.runs() == ["wf-s-202612021201"]  # made by the other replica: one run
         assert bed.status()[0]["lastScheduleTime"] == "2026-12-02T12:01:00Z"
+
+    run(scenario)
+
+
+def test_a_run_of_the_same_name_that_the_schedule_did_not_make_is_reported() -> None:
+    async def scenario() -> None:
+        # `wf` + `s` and a Workflow `wf-s`'s... any run that joins to the same name.
+        bed = Bed({"name": "s", "cron": "* * * * *"})
+        await bed.scheduler.tick()
+        await bed.kube.create_run(NAMESPACE, {"metadata": {
+            "name": "wf-s-202612021201", "labels": {names.LABEL_WORKFLOW: "wf-s"}}})
+        bed.clock.at(1)
+        await bed.scheduler.tick()
+        [entry] = bed.status()
+        assert "lastScheduleTime" not in entry and "lastRun" not in entry
+        assert entry["lastSkipped"]["reason"] == "NameTaken"
+        assert "wf-s-202612021201" in entry["lastSkipped"]["message"]
+
+    run(scenario)
+
+
+def test_a_lasting_refusal_skips_the_due_time_and_holds_nothing_else() -> None:
+    async def scenario() -> None:
+        bed = Bed({"name": "s", "cron": "* * * * *"}, {"name": "t", "cron": "* * * * *"})
+        await bed.scheduler.tick()
+        bed.clock.at(1)
+        bed.kube.fail_next("create_run", KubeError("forbidden", 403))
+        upcoming = await bed.scheduler.tick()
+        assert upcoming == START.replace(minute=2, second=0)  # no 2 s retry for a 403
+        entries = {e["name"]: e for e in bed.status()}
+        assert entries["s"]["lastSkipped"]["reason"] == "Refused"
+        assert "forbidden" in entries["s"]["lastSkipped"]["message"]
+        assert entries["t"]["lastRun"] == "wf-t-202612021201"  # the other schedule went on
+        bed.persist()
+        bed.clock.at(1, 30)
+        await bed.scheduler.tick()
+        assert bed.runs() == ["wf-t-202612021201"]  # the refused due time is not tried again
+
+    run(scenario)
+
+
+def test_replace_keeps_the_run_of_the_due_time_it_starts() -> None:
+    async def scenario() -> None:
+        # A crash after the run of 12:01 was made, before the cursor moved: the next leader
+        # owes 12:01 again, and the run there is that due time's own, not one to replace.
+        bed = Bed({"name": "s", "cron": "* * * * *", "concurrencyPolicy": "Replace"})
+        await bed.scheduler.tick()
+        await bed.kube.create_run(NAMESPACE, scheduled_run(WORKFLOW, "s", MINUTE_1, {}))
+        bed.clock.at(1)
+        await bed.tick()
+        assert bed.kube.deleted_runs == []
+        assert bed.runs() == ["wf-s-202612021201"]
+        assert bed.status()[0]["lastRun"] == "wf-s-202612021201"
 
     run(scenario)
 

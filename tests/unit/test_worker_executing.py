@@ -123,8 +123,11 @@ def test_outputs_must_be_a_small_json_object(returned: Any, message: str):
 
     outcome = execute(definition(handler), {}, context(), OutputCap(1024, "(SOME_SETTING)"))
     assert outcome.status == "failed" and not outcome.retryable
+    # Outputs over the cap are the one final failure with a reason of its own (the status's
+    # table names it); the others are NonRetryable, their kind in errorType.
     assert (outcome.reason, outcome.error_type) == (
-        "NonRetryable", "OutputTooLarge" if message == "OutputTooLarge" else "InvalidOutputs")
+        ("OutputTooLarge", "OutputTooLarge") if message == "OutputTooLarge"
+        else ("NonRetryable", "InvalidOutputs"))
     assert message in (outcome.error or "")
 
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from conveyor import names
 from conveyor.cli.common import OK, Cluster, kube_failed
-from conveyor.cli.render import dump, table
+from conveyor.cli.render import dump, duration, table
 from conveyor.cli.runs import fetch
 from conveyor.kube import KubeError
 from conveyor.models import Schedule
@@ -68,18 +68,8 @@ def _when(text: str | None, zone_name: str, now: datetime) -> str:
     except ValueError:
         local = moment
     seconds = int((moment - now).total_seconds())
-    relative = f"in {_span(seconds)}" if seconds >= 0 else f"{_span(-seconds)} ago"
+    relative = f"in {duration(seconds)}" if seconds >= 0 else f"{duration(-seconds)} ago"
     return f"{local:%Y-%m-%d %H:%M %z} ({relative})"
-
-
-def _span(seconds: int) -> str:
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
 
 
 def view(records: list[dict[str, Any]], now: datetime) -> str:

@@ -21,6 +21,7 @@ from conveyor.engine.progress import (
     ERROR,
     LOST,
     NON_RETRYABLE,
+    OUTPUT_TOO_LARGE,
     TIMEOUT,
     AttemptFailure,
     TaskState,
@@ -54,9 +55,10 @@ def refusal(retry: Retry, reason: str, attempt: int) -> str | None:
 def worker_reason(retryable: bool, said: str | None) -> str:
     """Why a failure the worker reported ended the attempt. `retryable` rules (an older worker
     sends no reason, and a newer one's unknown reason is read by it); a lost worker is the
-    one retryable reason besides Error."""
+    one retryable reason besides Error, outputs over the worker's cap the one final reason
+    besides NonRetryable."""
     if not retryable:
-        return NON_RETRYABLE
+        return OUTPUT_TOO_LARGE if said == OUTPUT_TOO_LARGE else NON_RETRYABLE
     return LOST if said == LOST else ERROR
 
 

@@ -116,18 +116,21 @@ def _check_outputs(result: Any, cap: OutputCap, began: float) -> Outcome:
         return _failed(f"the outputs are not JSON: {error}", False, began,
                        error_type=INVALID_OUTPUTS)
     if size > cap.limit:
-        return _failed(cap.too_large(size), False, began, error_type=OUTPUT_TOO_LARGE)
+        return _failed(cap.too_large(size), False, began, error_type=OUTPUT_TOO_LARGE,
+                       reason=OUTPUT_TOO_LARGE)
     return Outcome("succeeded", outputs=result, duration=time.monotonic() - began, size=size)
 
 
-def _failed(error: str, retryable: bool, began: float, *, error_type: str) -> Outcome:
-    return failed(error, retryable, time.monotonic() - began, error_type=error_type)
+def _failed(error: str, retryable: bool, began: float, *, error_type: str,
+            reason: str | None = None) -> Outcome:
+    return failed(error, retryable, time.monotonic() - began, error_type=error_type,
+                  reason=reason)
 
 
 def failed(error: str, retryable: bool, duration: float = 0.0, *,
            error_type: str | None = None, reason: str | None = None) -> Outcome:
     """A failed outcome, its message cut to what an event carries; its reason Error or
-    NonRetryable as `retryable` says, unless given (Lost)."""
+    NonRetryable as `retryable` says, unless given (Lost, OutputTooLarge)."""
     if reason is None:
         reason = ERROR if retryable else NON_RETRYABLE
     return Outcome("failed", error=error[:ERROR_MAX], retryable=retryable, reason=reason,

@@ -124,7 +124,11 @@ class Scheduler:
             known.entries[spec.name] = _entry(owner.name, spec.name, recorded, decision)
             if decision.next_time is not None:
                 upcoming.append(decision.next_time)
-        await self._write(entry, known, [s.spec.name for s in schedules])
+        order = [s.spec.name for s in schedules]
+        for gone in set(known.entries) - set(order):
+            # Removed from the spec: added again later, it starts anew, as after a restart.
+            del known.entries[gone]
+        await self._write(entry, known, order)
         return upcoming
 
     async def _recorded(self, entry: WorkflowEntry) -> _Known | None:
@@ -165,6 +169,22 @@ class Scheduler:
                 meta["name"], due, (body.get("status") or {}).get("phase"), meta.get("uid")))
         return runs
 
+    async def _made_here(self, namespace: str, name: str, workflow: str, schedule: str,
+                         due: datetime) -> bool:
+        """Whether the run `name` that exists already is this due time's: made by an earlier
+        attempt (or replica), not a run that another Workflow's schedule named the same
+        (`a-b` + `c` and `a` + `b-c` join to one name). Gone meanwhile counts as made."""
+        for body in await self._kube.list_custom(names.RUN_PLURAL, namespace):
+            meta = body.get("metadata") or {}
+            if meta.get("name") != name:
+                continue
+            labels = meta.get("labels") or {}
+            stamped = parse_time((meta.get("annotations") or {}).get(
+                names.ANNOTATION_SCHEDULE_TIME))
+            return (labels.get(names.LABEL_WORKFLOW) == workflow
+                    and labels.get(names.LABEL_SCHEDULE) == schedule and stamped == due)
+        return True
+
     async def _carry_out(self, entry: WorkflowEntry, schedule: CompiledSchedule,
                          decision: Decision) -> Decision:
         """Deletions (Replace's first), then the runs, oldest due time first; a due time
@@ -172,8 +192,16 @@ class Scheduler:
         owner, spec = entry.owner, schedule.spec
         where = f"workflow={owner.namespace}/{owner.name} schedule={spec.name}"
         for run in decision.delete:
-            await self._kube.delete_run(owner.namespace, run.name, run.uid)
             why = "replaced" if run.name in decision.replaced else "history limit"
+            try:
+                await self._kube.delete_run(owner.namespace, run.name, run.uid)
+            except KubeError as error:
+                if error.retryable:
+                    raise
+                # A refusal for good (forbidden, say) must not hold the schedule's due times.
+                log.warning("Scheduled run not deleted run=%s/%s reason=%s %s error=%s",
+                            owner.namespace, run.name, why, where, error)
+                continue
             log.info("Scheduled run deleted run=%s/%s reason=%s %s", owner.namespace,
                      run.name, why, where)
         started = []
@@ -190,12 +218,27 @@ class Scheduler:
             body = scheduled_run(owner.name, spec.name, due,
                                  inputs if isinstance(inputs, dict) else {"value": inputs})
             name = body["metadata"]["name"]
-            if await create_run(self._kube, owner.namespace, body):
+            try:
+                created = await create_run(self._kube, owner.namespace, body)
+            except KubeError as error:
+                if error.retryable:
+                    raise  # the Workflow is evaluated again in RETRY_SECONDS
+                skipped.append(Skip(due, "Refused", str(error)[:1000]))
+                log.warning("Scheduled run refused run=%s/%s %s due=%s error=%s",
+                            owner.namespace, name, where, time_text(due), error)
+                continue
+            if created:
                 log.info("Scheduled run created run=%s/%s %s due=%s", owner.namespace, name,
                          where, time_text(due))
-            else:
+            elif await self._made_here(owner.namespace, name, owner.name, spec.name, due):
                 log.info("Scheduled run exists run=%s/%s %s due=%s", owner.namespace, name,
                          where, time_text(due))
+            else:
+                skipped.append(Skip(due, "NameTaken", f"a WorkflowRun named {name} exists "
+                                    "that this schedule did not start"))
+                log.warning("Scheduled run name taken run=%s/%s %s due=%s", owner.namespace,
+                            name, where, time_text(due))
+                continue
             started.append(due)
         for skip in decision.skipped:
             log.info("Scheduled due time skipped %s due=%s reason=%s message=%s", where,
