@@ -180,7 +180,7 @@ def _owed(schedule: Schedule, after: datetime, now: datetime) -> tuple[list[date
         return window, None
     first = next(due_after(schedule, after))
     return window, Skip(latest, "DeadlineExceeded",
-                        f"missed due times from {_text(first)} to {_text(latest)} were too "
+                        f"missed due times from {time_text(first)} to {time_text(latest)} were too "
                         "late to start" + _deadline(deadline))
 
 
@@ -194,7 +194,7 @@ def _until(times: Iterator[datetime], after: datetime) -> Iterator[datetime]:
 
 def _skip(times: Sequence[datetime], reason: SkipReason, message: str) -> Skip:
     count = f"{len(times)} due times" if len(times) > 1 else "due time"
-    return Skip(times[-1], reason, f"{count} up to {_text(times[-1])} skipped: {message}")
+    return Skip(times[-1], reason, f"{count} up to {time_text(times[-1])} skipped: {message}")
 
 
 def _deadline(deadline: int | None) -> str:
@@ -245,5 +245,3 @@ def time_text(moment: datetime) -> str:
     """The API's form of a time: UTC, seconds, `Z`."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-_text = time_text

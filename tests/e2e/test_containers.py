@@ -32,7 +32,7 @@ from support.containers import (
     product_images,
     require_container_node,
 )
-from support.helm import helm
+from support.helm import CHART, helm
 from support.waiting import eventually
 from support.workflows import as_json, run, workflow
 from testbed.layout import CONTAINER_NODE_NAME
@@ -53,18 +53,20 @@ class Install:
     images: dict[str, str]
     amqp_url: str
 
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        result = subprocess.run(["kubectl", "-n", self.namespace, *args], env=self.env,
-                                capture_output=True, text=True, timeout=120, check=False)
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl in the namespace, its outcome whatever it is."""
+        return subprocess.run(["kubectl", "-n", self.namespace, *args], env=self.env,
+                              input=stdin, capture_output=True, text=True, timeout=120,
+                              check=False)
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
+        result = self.run(*args, stdin=stdin)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
     def apply(self, *manifests: dict[str, Any]) -> None:
-        result = subprocess.run(["kubectl", "-n", self.namespace, "apply", "-f", "-"],
-                                env=self.env, input=as_json(*manifests), capture_output=True,
-                                text=True, timeout=120, check=False)
-        assert result.returncode == 0, f"kubectl apply: {result.stderr.strip()}"
+        self.kubectl("apply", "-f", "-", stdin=as_json(*manifests))
 
     def json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
@@ -126,8 +128,7 @@ def install(cluster, api_client, amqp_url: str, crds: None,  # type: ignore[no-u
     for ns in container_namespace(api_client, ns_name):
         made = Install(ns, release, env, images, amqp_url)
         try:
-            helm("install", release, str(Path(__file__).resolve().parents[2] / "charts" /
-                                         "conveyor"), "--namespace", ns, "-f", str(values_file),
+            helm("install", release, str(CHART), "--namespace", ns, "-f", str(values_file),
                  "--wait", "--timeout", "4m", env=env)
         except AssertionError:
             print(f"--- pods ---\n{made.kubectl('get', 'pods', '-o', 'wide', check=False)}"
@@ -161,9 +162,7 @@ def test_the_operator_image_runs_under_the_charts_security_context_and_probes(
     name = pod["metadata"]["name"]
     # The image's user, not root, and a root filesystem it cannot write.
     assert install.kubectl("exec", name, "--", "id", "-u").strip() == "10001"
-    wrote = subprocess.run(["kubectl", "-n", install.namespace, "exec", name, "--", "touch",
-                            "/opt/conveyor/x"], env=install.env, capture_output=True,
-                           text=True, timeout=60, check=False)
+    wrote = install.run("exec", name, "--", "touch", "/opt/conveyor/x")
     assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr, wrote
 
 
