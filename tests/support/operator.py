@@ -82,4 +82,7 @@ def running_operator(cluster, amqp_url: str, namespace: str, tmp_path: Path,  # 
     process.stop(signal.SIGTERM)
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        print(f"\n--- operator log ({process.log}) ---\n{process.tail(150)}")
+        # The test's other replicas (a standby, a third operator) log beside this one.
+        for log in sorted(tmp_path.glob("*.log"), key=lambda p: p != process.log):
+            other = OperatorProcess(argv=[], env={}, log=log)
+            print(f"\n--- operator log ({log}) ---\n{other.tail(150)}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from unit.fakes import Bed, drive, run_body, turns, workflow_spec
+from unit.fakes import NAMESPACE, WORKFLOW, Bed, drive, run_body, turns, workflow_spec
 from unit.test_operator_delivery import TWO_STEPS, phase, started
 
 EDITED = workflow_spec({"name": "a"}, {"name": "c", "dependsOn": ["a"]})
@@ -61,3 +61,26 @@ def test_a_workflow_arriving_during_a_rebuild_does_not_restart_the_run(
 
     drive(before_restart)
     drive(after_restart)
+
+
+def test_a_workflow_ready_while_a_new_run_writes_that_it_waits_starts_the_run() -> None:
+    """Found in CI after a leader takeover: the new leader saw a new run before its
+    Workflow's pools were ready, and the reconcile said they were while the run's status
+    write (`WorkflowNotReady`) was still under way. That notice must not be lost: the run
+    starts, not waits for nothing."""
+
+    async def scenario() -> None:
+        bed = Bed()
+        bed.add_workflow(TWO_STEPS, provisioned=False)
+        bed.start()
+        bed.kube.block("replace_status")  # the API server slow to take the waiting status
+        bed.add_run("r1")
+        await bed.until(lambda: bed.kube.waiting["replace_status"] == 1,
+                        what="the run's waiting status in flight")
+        bed.workflows.provisioned(NAMESPACE, WORKFLOW, 1)
+        await turns(50)
+        bed.kube.unblock("replace_status")
+        await started(bed)
+        assert bed.link.task_ids() == ["uid-r1/a/1"]
+
+    drive(scenario)

@@ -232,7 +232,15 @@ class RunManager:
             return  # one activation at a time: a second would give the run a second state
         run.activating = True
         try:
-            await self._activate_once(run, status, cancel)
+            while True:
+                run.reactivate = False
+                await self._activate_once(run, status, cancel)
+                if not run.reactivate or run.state is not None \
+                        or self.runs.get(run.ref.uid) is not run:
+                    return
+                # Its Workflow became ready while this activation wrote that it was not: the
+                # notice came while no second activation could start, so it is this one's.
+                status = run.seen_status
         finally:
             run.activating = False
 
@@ -294,11 +302,15 @@ class RunManager:
         """A Workflow appeared or changed: runs waiting for it try again."""
         self.expiry.workflow_seen(namespace, name)
         for run in list(self.runs.values()):
-            if run.state is None and not run.activating and run.ref.namespace == namespace \
-                    and run.ref.workflow == name:
-                # From the status it was seen with: a run that has started is rebuilt on its
-                # own generation, never started again on the current one.
-                self._spawn(self._activate(run, run.seen_status, False))
+            if run.state is not None or run.ref.namespace != namespace \
+                    or run.ref.workflow != name:
+                continue
+            if run.activating:
+                run.reactivate = True  # the activation under way may have seen it not ready
+                continue
+            # From the status it was seen with: a run that has started is rebuilt on its own
+            # generation, never started again on the current one.
+            self._spawn(self._activate(run, run.seen_status, False))
 
     def _start(self, run: ActiveRun) -> None:
         self.actor.apply(run, engine.Start())

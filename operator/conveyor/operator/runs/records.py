@@ -55,6 +55,7 @@ class ActiveRun:
         "flushing",
         "inputs",
         "last_write",
+        "reactivate",
         "ref",
         "reuse",
         "seen_at",
@@ -75,6 +76,9 @@ class ActiveRun:
         # whichever path starts it (its first sight, a retry, its Workflow appearing).
         self.seen_status = seen_status or {}
         self.activating = False  # an activation is under way: no second one meanwhile
+        # Its Workflow changed during that activation: activate once more when it ends, for
+        # an activation that found the Workflow not ready may still be writing so.
+        self.reactivate = False
         self.inputs = inputs
         self.reuse = reuse or {}  # spec.reuse: outputs of an earlier run's succeeded tasks
         self.created = created
