@@ -55,9 +55,14 @@ class OperatorProcess:
         self.start()
 
     def tail(self, lines: int = 60) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log, lines)
+
+
+def log_tail(log: Path, lines: int = 60) -> str:
+    """The last `lines` lines of an operator's log; empty before it wrote one."""
+    if not log.exists():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def operator_process(cluster: Any, amqp_url: str, namespace: str, log: Path,
@@ -84,5 +89,4 @@ def running_operator(cluster, amqp_url: str, namespace: str, tmp_path: Path,  # 
     if report is not None and report.failed:
         # The test's other replicas (a standby, a third operator) log beside this one.
         for log in sorted(tmp_path.glob("*.log"), key=lambda p: p != process.log):
-            other = OperatorProcess(argv=[], env={}, log=log)
-            print(f"\n--- operator log ({log}) ---\n{other.tail(150)}")
+            print(f"\n--- operator log ({log}) ---\n{log_tail(log, 150)}")
